@@ -1,0 +1,56 @@
+"""The rollout backend interface: prompts with media in, G sampled answers per prompt out.
+
+A backend owns one copy of the policy for generation. The transformers backend (`hf_backend`)
+runs on CPU or GPU; a vLLM backend implements the same three methods. Weights arrive as a
+name -> tensor mapping in the model's own `state_dict` naming, the learner's full (gathered) weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """n answers per prompt; temperature 1 with no top-k/top-p truncation is GRPO's default."""
+
+    n: int = 6
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 256
+    seed: int | None = None
+    greedy: bool = False
+
+
+@dataclass
+class RolloutRequest:
+    """One item to answer: its pictures (PIL RGB) and the chat messages with one slot per picture."""
+
+    item_id: str
+    images: list
+    messages: list[dict]
+
+
+@dataclass
+class Completion:
+    """One sampled answer: token ids (eos included when generated), text, per-token sampling log-probs."""
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[float] = field(default_factory=list)
+    finished: bool = True
+
+
+class RolloutBackend(Protocol):
+    def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
+        """Answers [len(requests)][sampling.n]."""
+
+    def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
+        """Replace the policy weights; later generations use exactly these."""
+
+    def weights_version(self) -> int:
+        """The version of the last `load_weights` (0 for the weights loaded from disk)."""

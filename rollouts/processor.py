@@ -1,0 +1,83 @@
+"""Turns (images, chat messages) into Qwen2.5-VL model inputs, from a local model folder.
+
+transformers' own Qwen2.5-VL processor insists on its video processor, which needs torchvision;
+PyPI's torchvision is CUDA-linked and breaks CPU torch. PreResQ's video flow feeds pictures (a
+frame grid and single frames), so the image processor and the tokenizer are all it needs: this
+class does the processor's one job (expand each image placeholder to its patch-token count).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+IMAGE_PAD = "<|image_pad|>"
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+
+
+def require_model_folder(folder: str | Path) -> Path:
+    """The folder as a Path, or a clear error naming it when it is not a saved model."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model folder {folder} has no config.json (not a saved Hugging Face model)")
+    return folder
+
+
+class QualityProcessor:
+    """Tokenizer + image processor of one model folder, with left padding for generation."""
+
+    def __init__(self, folder: str | Path, min_pixels: int | None = None, max_pixels: int | None = None):
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        folder = require_model_folder(folder)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.tokenizer.padding_side = "left"
+        kwargs = {}
+        if min_pixels is not None:
+            kwargs["min_pixels"] = min_pixels
+        if max_pixels is not None:
+            kwargs["max_pixels"] = max_pixels
+        self.image_processor = AutoImageProcessor.from_pretrained(folder, **kwargs)
+        self.merge = self.image_processor.merge_size**2
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        self.eos_ids = sorted({self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|endoftext|>")})
+        self.vision_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+
+    def prompt_text(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, messages: list[list[dict]], images: list[list]) -> dict[str, torch.Tensor]:
+        """Prompts for a batch: messages[b] and its images[b] (PIL, RGB) -> left-padded inputs.
+
+        Returns input_ids / attention_mask [N, L], pixel_values [patches, C*T*P*P],
+        image_grid_thw [total images, 3].
+        """
+        flat = [image for row in images for image in row]
+        vision = self.image_processor(images=flat, return_tensors="pt") if flat else {}
+        grids = vision["image_grid_thw"].tolist() if flat else []
+        texts, used = [], 0
+        for conversation, row in zip(messages, images):
+            text = self.prompt_text(conversation)
+            pieces = text.split(IMAGE_PAD)
+            if len(pieces) - 1 != len(row):
+                raise ValueError(f"prompt has {len(pieces) - 1} image slots but {len(row)} images were given")
+            out = pieces[0]
+            for piece in pieces[1:]:
+                t, h, w = grids[used]
+                out += IMAGE_PAD * (t * h * w // self.merge) + piece
+                used += 1
+            texts.append(out)
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if flat:
+            inputs["pixel_values"] = vision["pixel_values"]
+            inputs["image_grid_thw"] = vision["image_grid_thw"]
+        return inputs
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)

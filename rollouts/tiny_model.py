@@ -1,0 +1,218 @@
+"""The embedded default model: a tiny random-initialised Qwen2.5-VL, built offline.
+
+It has the real architecture, a byte-level BPE tokenizer trained here on the task's own text, a
+Qwen-style chat template and the stock Qwen2-VL image processor, all saved in Hugging Face format
+so that every other part of preresq loads it with `from_pretrained` like any checkpoint.
+A short supervised warm-up on answers with random scores teaches it the answer format, not quality
+(the role a pretrained instruct model plays in the paper).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rewards.prpo import answer_dims, format_answer
+from rollouts.processor import QualityProcessor
+from rollouts.prompts import IQA_ASPECTS, IQA_QUESTION, VQA_QUESTION
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+# Qwen's layout, without its default system prompt (the tiny model never needs one).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_OPINIONS = {
+    "saturation": ["vivid", "dull", "natural", "washed out", "rich"],
+    "granularity": ["fine", "coarse", "grainy", "clean", "smooth"],
+    "sharpness": ["sharp", "soft", "blurry", "crisp", "clear"],
+    "foreground": ["clear", "dark", "bright", "detailed", "flat"],
+    "background": ["plain", "busy", "dim", "even", "noisy"],
+}
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Sizes of the tiny model; image side in pixels (a multiple of 28)."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    vision_hidden: int = 64
+    vision_depth: int = 2
+    vocab: int = 600
+    image_side: int = 112
+    seed: int = 0
+
+
+def reasoning_text(rng: random.Random) -> str:
+    """A short, image-independent description in the five aspects."""
+    parts = rng.sample(IQA_ASPECTS, k=2)
+    return " ".join(f"The {aspect} is {rng.choice(_OPINIONS[aspect])}." for aspect in parts)
+
+
+def random_completion(rng: random.Random, task: str) -> str:
+    """A well-formed answer with random scores on [1, 5]."""
+    scores = [rng.uniform(1.0, 5.0) for _ in range(answer_dims(task))]
+    return format_answer(reasoning_text(rng), scores)
+
+
+def _tokenizer_corpus(rng: random.Random) -> list[str]:
+    corpus = [IQA_QUESTION, VQA_QUESTION, CHAT_TEMPLATE]
+    corpus += [random_completion(rng, "iqa") for _ in range(3000)]
+    corpus += [random_completion(rng, "vqa") for _ in range(500)]
+    return corpus
+
+
+def build_tokenizer(spec: TinyModelSpec):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_tokenizer_corpus(random.Random(spec.seed)), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+        padding_side="left",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_image_processor(spec: TinyModelSpec):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    pixels = spec.image_side * spec.image_side
+    return Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels)
+
+
+def build_model(spec: TinyModelSpec, tokenizer):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    head_dim = spec.hidden // spec.heads
+    # mrope splits the rotary half-dimension into (time, height, width), like Qwen's [16, 24, 24].
+    half = head_dim // 2
+    height = (half - half // 4) // 2
+    mrope_section = [half // 4, height, half - half // 4 - height]
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": spec.hidden,
+            "intermediate_size": spec.hidden * 2,
+            "num_hidden_layers": spec.layers,
+            "num_attention_heads": spec.heads,
+            "num_key_value_heads": spec.heads,
+            "max_position_embeddings": 2048,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": spec.vision_depth,
+            "hidden_size": spec.vision_hidden,
+            "intermediate_size": spec.vision_hidden * 2,
+            "num_heads": 4,
+            "out_hidden_size": spec.hidden,
+            "fullatt_block_indexes": [spec.vision_depth - 1],
+            "window_size": 56,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(spec.seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return model
+
+
+def build(folder: str | Path, spec: TinyModelSpec = TinyModelSpec()) -> Path:
+    """Write an untrained tiny model, tokenizer and processor to `folder`."""
+    folder = Path(folder)
+    tokenizer = build_tokenizer(spec)
+    model = build_model(spec, tokenizer)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    build_image_processor(spec).save_pretrained(folder)
+    (folder / "preresq_tiny.json").write_text(json.dumps(spec.__dict__, indent=2))
+    return folder
+
+
+def warm_up(
+    folder: str | Path,
+    images: list,
+    steps: int = 300,
+    batch: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+    log_every: int = 50,
+) -> dict:
+    """Supervised format warm-up in place: answers with random scores for the given images.
+
+    Returns {"steps", "loss", "seconds"}. Loss is over the completion tokens only.
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from rollouts.prompts import chat_messages
+    from rollouts.sequences import join_prompt_and_completions
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    processor = QualityProcessor(folder)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    tokenizer = processor.tokenizer
+    start, loss = time.time(), float("nan")
+    for step in range(steps):
+        chosen = [[rng.choice(images)] for _ in range(batch)]
+        prompts = processor.encode([chat_messages("iqa", 1)] * batch, chosen)
+        answers = [tokenizer(random_completion(rng, "iqa"))["input_ids"] + [tokenizer.eos_token_id] for _ in chosen]
+        inputs, completion_mask = join_prompt_and_completions(prompts, answers, processor.pad_id)
+        labels = torch.where(completion_mask.bool(), inputs["input_ids"], -100)
+        out = model(**inputs, labels=labels)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        loss = float(out.loss)
+        if log_every and (step + 1) % log_every == 0:
+            print(f"warm-up step {step + 1}/{steps} loss {loss:.3f} ({time.time() - start:.0f}s)", flush=True)
+    model.save_pretrained(folder)
+    return {"steps": steps, "loss": loss, "seconds": time.time() - start}
