@@ -1,0 +1,124 @@
+"""Starting the roles as Ray actors from a run's config, and driving the learner group together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ray
+
+from actors.learner import LearnerRank, LearnerSettings
+from actors.reward import RewardWorker
+from actors.rollout import RolloutWorker
+from rewards.prpo import PRPOWeights
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def learner_settings(cfg) -> LearnerSettings:
+    per_rank = cfg.trainer.batch_size * cfg.rollout.group_size // cfg.learner.num_ranks
+    algo = cfg.algorithm
+    return LearnerSettings(
+        model_path=cfg.model.path,
+        dtype=cfg.model.dtype,
+        device=cfg.learner.device,
+        zero_stage=cfg.learner.zero_stage,
+        comm_backend=cfg.learner.comm_backend,
+        lr=cfg.learner.lr,
+        weight_decay=cfg.learner.weight_decay,
+        betas=tuple(cfg.learner.betas),
+        grad_clip=cfg.learner.grad_clip,
+        # Micro-batches must tile the rank's answers exactly for DeepSpeed's accumulation boundary.
+        micro_batch=largest_divisor_at_most(per_rank, cfg.learner.micro_batch),
+        samples_per_rank=per_rank,
+        temperature=cfg.rollout.temperature,
+        clip_low=algo.clip_low,
+        clip_high=algo.clip_high,
+        kl_coef=algo.kl_coef,
+        kl_estimator=algo.kl_estimator,
+        loss_aggregation=algo.loss_aggregation,
+        min_pixels=cfg.model.min_pixels,
+        max_pixels=cfg.model.max_pixels,
+        threads=max(1, int(cfg.learner.cpus_per_rank)),
+        seed=cfg.run.seed,
+    )
+
+
+class LearnerGroup:
+    """N LearnerRank actors forming one DeepSpeed data-parallel group."""
+
+    def __init__(self, cfg):
+        settings = learner_settings(cfg)
+        gpus = cfg.learner.gpus_per_rank if cfg.learner.device != "cpu" else 0
+        actor = ray.remote(num_cpus=cfg.learner.cpus_per_rank, num_gpus=gpus)(LearnerRank)
+        world = cfg.learner.num_ranks
+        self.ranks = [actor.remote(settings, rank, world) for rank in range(world)]
+        addr, port = ray.get(self.ranks[0].address.remote())
+        ray.get([r.setup.remote(addr, port) for r in self.ranks])
+
+    def train_step(self, shards: list[list]) -> list[dict]:
+        return ray.get([r.train_step.remote(shard) for r, shard in zip(self.ranks, shards)])
+
+    def full_weights(self) -> ray.ObjectRef:
+        """ObjectRef of rank 0's gathered weights (every rank takes part in the gather)."""
+        refs = [r.full_weights.remote() for r in self.ranks]
+        ray.wait(refs, num_returns=len(refs))
+        return refs[0]
+
+    def weights_digest(self) -> str:
+        return ray.get([r.weights_digest.remote() for r in self.ranks])[0]
+
+    def save_checkpoint(self, folder: str, tag: str) -> None:
+        ray.get([r.save_checkpoint.remote(folder, tag) for r in self.ranks])
+
+    def load_checkpoint(self, folder: str, tag: str) -> None:
+        ray.get([r.load_checkpoint.remote(folder, tag) for r in self.ranks])
+
+    def save_pretrained(self, folder: str) -> None:
+        ray.get([r.save_pretrained.remote(folder) for r in self.ranks])
+
+
+def start_rollouts(cfg) -> list:
+    gpus = 1 if cfg.rollout.device != "cpu" else 0
+    actor = ray.remote(num_cpus=1, num_gpus=gpus)(RolloutWorker)
+    return [
+        actor.remote(
+            cfg.rollout.backend,
+            cfg.model.path,
+            cfg.model.dtype,
+            cfg.rollout.device,
+            cfg.rollout.prompt_chunk,
+            cfg.model.min_pixels,
+            cfg.model.max_pixels,
+        )
+        for _ in range(cfg.rollout.num_actors)
+    ]
+
+
+def start_rewards(cfg) -> list:
+    r = cfg.reward
+    weights = PRPOWeights(
+        std_margin=r.std_margin,
+        std_penalty=r.std_penalty,
+        triplet_balance=r.triplet_balance,
+        rank_to_mos=r.rank_to_mos,
+        pairwise=r.pairwise,
+        triplet_ranking=r.triplet_ranking,
+    )
+    chunk = r.preference_chunk if r.preference_scope == "micro" else None
+    actor = ray.remote(num_cpus=0)(RewardWorker)
+    return [
+        actor.remote(cfg.data.task, weights, r.format_weight, r.accuracy_weight, chunk) for _ in range(r.num_actors)
+    ]
+
+
+@dataclass
+class Roles:
+    rollouts: list
+    rewards: list
+    learners: LearnerGroup
+
+
+def start_roles(cfg) -> Roles:
+    return Roles(start_rollouts(cfg), start_rewards(cfg), LearnerGroup(cfg))

@@ -1,0 +1,243 @@
+"""The learner: one rank of a DeepSpeed ZeRO data-parallel group that applies GRPO updates.
+
+`LearnerRank` is a plain class: Ray wraps it as an actor (one per rank, see actors/groups.py), and
+it also runs in-process for a single rank (tests, the GPU machine without Ray). DeepSpeed code stays
+in this importable module because Ray cannot pickle an actor class that touches `deepspeed.ops`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from actors.grpo import grpo_loss
+from rollouts.model_loading import DTYPES, load_policy
+from rollouts.processor import QualityProcessor
+from rollouts.sequences import completion_logprobs
+
+
+@dataclass
+class TrainSample:
+    """One answer to learn from: its prompt (pictures + messages), tokens and advantage."""
+
+    images: list
+    messages: list[dict]
+    token_ids: list[int]
+    advantage: float
+    rollout_logprobs: list[float]
+
+
+@dataclass
+class LearnerSettings:
+    model_path: str
+    dtype: str = "float32"
+    device: str = "cpu"
+    zero_stage: int = 2
+    comm_backend: str = "gloo"
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    micro_batch: int = 8
+    samples_per_rank: int = 48  # answers this rank learns from each step
+    temperature: float = 1.0
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    kl_coef: float = 0.04
+    kl_estimator: str = "k3"
+    loss_aggregation: str = "seq-mean-token-mean"
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    threads: int = 1
+    seed: int = 0
+
+
+def _deepspeed_config(s: LearnerSettings, world_size: int) -> dict:
+    accumulation = max(1, -(-s.samples_per_rank // s.micro_batch))
+    config = {
+        "train_micro_batch_size_per_gpu": s.micro_batch,
+        "gradient_accumulation_steps": accumulation,
+        "train_batch_size": s.micro_batch * accumulation * world_size,
+        "gradient_clipping": s.grad_clip,
+        "zero_optimization": {"stage": s.zero_stage},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if s.dtype == "bfloat16":
+        config["bf16"] = {"enabled": True}
+    elif s.dtype == "float16":
+        config["fp16"] = {"enabled": True}
+    return config
+
+
+def free_address() -> tuple[str, int]:
+    """This node's IP and a free TCP port, for rank 0 to host the process group."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        port = sock.getsockname()[1]
+    try:
+        import ray.util
+
+        ip = ray.util.get_node_ip_address()
+    except Exception:
+        ip = "127.0.0.1"
+    return ip, port
+
+
+class LearnerRank:
+    """Two-phase start: construct every rank, ask rank 0 for `address()`, then `setup` all at once."""
+
+    def __init__(self, settings: LearnerSettings, rank: int, world_size: int):
+        self.settings, self.rank, self.world_size = settings, rank, world_size
+        torch.set_num_threads(settings.threads)
+
+    def address(self) -> tuple[str, int]:
+        return free_address()
+
+    def setup(self, master_addr: str, master_port: int) -> int:
+        """Join the process group and build the DeepSpeed engine (collective: all ranks at once)."""
+        settings, rank, world_size = self.settings, self.rank, self.world_size
+        os.environ.update(
+            RANK=str(rank),
+            LOCAL_RANK="0" if settings.device == "cpu" else os.environ.get("LOCAL_RANK", "0"),
+            WORLD_SIZE=str(world_size),
+            MASTER_ADDR=master_addr,
+            MASTER_PORT=str(master_port),
+        )
+        torch.manual_seed(settings.seed + rank)
+        import deepspeed
+        import deepspeed.ops
+
+        # Skip the ~50 s JIT build of DeepSpeed's shared-memory comm op on CPU.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        deepspeed.init_distributed(dist_backend=settings.comm_backend, auto_mpi_discovery=False)
+        self.deepspeed = deepspeed
+        self.processor = QualityProcessor(settings.model_path, settings.min_pixels, settings.max_pixels)
+        device = settings.device if settings.device == "cpu" else f"cuda:{torch.cuda.current_device()}"
+        self.device = device
+        model = load_policy(settings.model_path, dtype="float32", device=device)
+        model.gradient_checkpointing_disable()
+        # A client torch AdamW: DeepSpeed's own would JIT-compile FusedAdam (~90 s on CPU).
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay
+        )
+        self.engine, *_ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=_deepspeed_config(settings, world_size)
+        )
+        self.reference = None
+        if settings.kl_estimator != "none" and settings.kl_coef > 0:
+            self.reference = load_policy(settings.model_path, dtype=settings.dtype, device=device).eval()
+            self.reference.requires_grad_(False)
+        return rank
+
+    # ------------------------------------------------------------------ learning
+
+    def _encode(self, samples: list[TrainSample]):
+        prompts = self.processor.encode([s.messages for s in samples], [s.images for s in samples])
+        return {k: v.to(self.device) for k, v in prompts.items()}
+
+    def train_step(self, samples: list[TrainSample]) -> dict[str, float]:
+        """One optimizer step over this rank's answers (micro-batched); returns rank-local statistics."""
+        s = self.settings
+        start = time.time()
+        self.engine.train()
+        totals: dict[str, float] = {}
+        micro_batches = [samples[i : i + s.micro_batch] for i in range(0, len(samples), s.micro_batch)]
+        for chunk in micro_batches:
+            prompts = self._encode(chunk)
+            tokens = [c.token_ids for c in chunk]
+            logprobs, entropy, mask = completion_logprobs(
+                self.engine, prompts, tokens, self.processor.pad_id, s.temperature
+            )
+            mask = mask.to(logprobs.device)
+            ref_logprobs = None
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref_logprobs, _, _ = completion_logprobs(
+                        self.reference, prompts, tokens, self.processor.pad_id, s.temperature
+                    )
+            advantages = torch.tensor([c.advantage for c in chunk], dtype=logprobs.dtype, device=logprobs.device)
+            # One policy update per batch: pi_old is the current policy, detached.
+            loss, stats = grpo_loss(
+                logprobs,
+                logprobs.detach(),
+                ref_logprobs,
+                advantages,
+                mask,
+                s.clip_low,
+                s.clip_high,
+                s.kl_coef,
+                s.kl_estimator,
+                s.loss_aggregation,
+            )
+            self.engine.backward(loss)
+            self.engine.step()
+            with torch.no_grad():
+                rollout = torch.zeros_like(logprobs)
+                for row, c in enumerate(chunk):
+                    n = min(len(c.rollout_logprobs), rollout.shape[1])
+                    rollout[row, :n] = torch.tensor(c.rollout_logprobs[:n], dtype=rollout.dtype)
+                tokens_here = float(mask.sum())
+                stats["loss"] = float(loss)
+                stats["entropy"] = float((entropy * mask).sum() / mask.sum().clamp(min=1))
+                stats["logprob_gap"] = float(((logprobs - rollout).abs() * mask).sum() / mask.sum().clamp(min=1))
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + value * len(chunk)
+            totals["tokens"] = totals.get("tokens", 0.0) + tokens_here
+        out = {k: v / len(samples) for k, v in totals.items() if k != "tokens"}
+        out["tokens"] = totals.get("tokens", 0.0)
+        out["seconds"] = time.time() - start
+        return out
+
+    # ------------------------------------------------------------------ weights
+
+    def full_weights(self) -> dict[str, torch.Tensor] | None:
+        """The full policy weights on CPU on rank 0 (None elsewhere). Collective: call on every rank."""
+        module = self.engine.module
+        params = list(module.parameters())
+        with self.deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=self.settings.zero_stage == 3):
+            if self.rank != 0:
+                return None
+            dtype = DTYPES[self.settings.dtype]
+            return {name: tensor.detach().to("cpu", dtype).clone() for name, tensor in module.state_dict().items()}
+
+    def weights_digest(self) -> str | None:
+        weights = self.full_weights()
+        return None if weights is None else weights_digest(weights)
+
+    def save_pretrained(self, folder: str) -> None:
+        """Hugging Face folder of the current policy (rank 0 writes). Collective."""
+        weights = self.full_weights()
+        if self.rank == 0:
+            module = self.engine.module
+            module.save_pretrained(folder, state_dict=weights)
+            self.processor.tokenizer.save_pretrained(folder)
+            self.processor.image_processor.save_pretrained(folder)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, folder: str, tag: str) -> None:
+        """DeepSpeed model + optimizer state under folder/tag. Collective."""
+        self.engine.save_checkpoint(folder, tag=tag)
+
+    def load_checkpoint(self, folder: str, tag: str) -> None:
+        path, _ = self.engine.load_checkpoint(folder, tag=tag)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint {tag!r} in {folder}")
+
+
+def weights_digest(weights: dict[str, torch.Tensor]) -> str:
+    """A hash of every tensor's name and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(weights[name].detach().float().cpu().numpy()).tobytes())
+    return digest.hexdigest()

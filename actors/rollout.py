@@ -1,0 +1,36 @@
+"""The rollout role: holds a generation copy of the policy behind a backend, answers G times per item."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from actors.learner import weights_digest
+from rollouts.backend import Completion, RolloutRequest, SamplingSettings
+
+
+class RolloutWorker:
+    """A plain class; Ray wraps it as an actor (actors/groups.py), tests may use it in-process."""
+
+    def __init__(self, backend: str, model_path: str, dtype: str, device: str, prompt_chunk: int = 8,
+                 min_pixels: int | None = None, max_pixels: int | None = None, threads: int = 1):
+        torch.set_num_threads(threads)
+        if backend != "hf":
+            raise ValueError(f"rollout backend {backend!r} is not available (hf)")
+        from rollouts.hf_backend import HFRolloutBackend
+
+        self.backend = HFRolloutBackend(model_path, dtype, device, min_pixels, max_pixels, prompt_chunk)
+
+    def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
+        return self.backend.generate(requests, sampling)
+
+    def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> int:
+        self.backend.load_weights(weights, version)
+        return version
+
+    def weights_version(self) -> int:
+        return self.backend.weights_version()
+
+    def weights_digest(self) -> str:
+        return weights_digest(self.backend.state_dict())

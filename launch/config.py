@@ -1,0 +1,247 @@
+"""The typed schema of a run's configuration, and loading it: base.yaml <- --config file <- dotlist.
+
+Defaults live in configs/base.yaml, not here; the schema only says which keys exist and their
+types. Everything is checked once, before any actor starts, and errors name the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+BASE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "base.yaml"
+MISSING = "???"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class RunConfig:
+    name: str = MISSING
+    output_dir: str = MISSING
+    seed: int = MISSING
+    resume: bool = MISSING
+    shuffle_labels: bool = MISSING
+
+
+@dataclass
+class ModelConfig:
+    path: str = MISSING
+    dtype: str = MISSING
+    min_pixels: Optional[int] = None
+    max_pixels: Optional[int] = None
+
+
+@dataclass
+class DataConfig:
+    task: str = MISSING
+    train_manifest: str = MISSING
+    eval_manifest: Optional[str] = None
+    train_split: str = MISSING
+    eval_split: str = MISSING
+    eval_limit: Optional[int] = None
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = MISSING
+    num_actors: int = MISSING
+    device: str = MISSING
+    group_size: int = MISSING
+    temperature: float = MISSING
+    top_p: float = MISSING
+    top_k: int = MISSING
+    max_new_tokens: int = MISSING
+    prompt_chunk: int = MISSING
+
+
+@dataclass
+class RewardConfig:
+    num_actors: int = MISSING
+    preference_scope: str = MISSING
+    preference_chunk: int = MISSING
+    format_weight: float = MISSING
+    accuracy_weight: float = MISSING
+    std_margin: float = MISSING
+    std_penalty: float = MISSING
+    triplet_balance: float = MISSING
+    rank_to_mos: float = MISSING
+    pairwise: float = MISSING
+    triplet_ranking: float = MISSING
+
+
+@dataclass
+class AlgorithmConfig:
+    advantage: str = MISSING
+    advantage_eps: float = MISSING
+    clip_low: float = MISSING
+    clip_high: float = MISSING
+    kl_coef: float = MISSING
+    kl_estimator: str = MISSING
+    loss_aggregation: str = MISSING
+    drop_equal_groups: bool = MISSING
+
+
+@dataclass
+class LearnerConfig:
+    num_ranks: int = MISSING
+    zero_stage: int = MISSING
+    comm_backend: str = MISSING
+    device: str = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = MISSING
+    micro_batch: int = MISSING
+    cpus_per_rank: float = MISSING
+    gpus_per_rank: float = MISSING
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = MISSING
+    batch_size: int = MISSING
+    log_every: int = MISSING
+    eval_every: int = MISSING
+    checkpoint_every: int = MISSING
+    keep_checkpoints: int = MISSING
+    collapse_patience: int = MISSING
+    collapse_min_spread: float = MISSING
+
+
+@dataclass
+class EvalConfig:
+    greedy: bool = MISSING
+    samples: int = MISSING
+    max_new_tokens: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = MISSING
+    experiment: str = MISSING
+    uri: Optional[str] = None
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+CHOICES = {
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "data.task": ("iqa", "vqa"),
+    "rollout.backend": ("hf",),
+    "reward.preference_scope": ("global", "micro"),
+    "algorithm.advantage": ("grpo", "drgrpo"),
+    "algorithm.kl_estimator": ("k1", "k2", "k3", "none"),
+    "algorithm.loss_aggregation": ("seq-mean-token-mean", "token-mean"),
+    "learner.zero_stage": (0, 1, 2, 3),
+    "learner.comm_backend": ("gloo", "nccl"),
+}
+AT_LEAST_ONE = (
+    "rollout.num_actors",
+    "rollout.group_size",
+    "rollout.max_new_tokens",
+    "rollout.prompt_chunk",
+    "reward.num_actors",
+    "reward.preference_chunk",
+    "learner.num_ranks",
+    "learner.micro_batch",
+    "trainer.steps",
+    "trainer.batch_size",
+    "trainer.log_every",
+    "trainer.eval_every",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "eval.samples",
+    "eval.batch_size",
+)
+
+
+def _describe(error: OmegaConfBaseException, source: str) -> str:
+    key = getattr(error, "full_key", None) or getattr(error, "key", None)
+    message = str(error).splitlines()[0]
+    return f"{source}: invalid config key {key!r}: {message}" if key else f"{source}: {message}"
+
+
+def _merge(config: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(config, other)
+    except OmegaConfBaseException as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_config(config_file: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """base.yaml, then `config_file`, then dotlist `overrides`, checked against the schema."""
+    config = OmegaConf.structured(Config)
+    OmegaConf.set_struct(config, True)
+    config = _merge(config, OmegaConf.load(BASE_CONFIG), str(BASE_CONFIG.name))
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        config = _merge(config, OmegaConf.load(path), str(path))
+    if overrides:
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+        config = _merge(config, OmegaConf.from_dotlist(list(overrides)), "command line")
+    missing = sorted(OmegaConf.missing_keys(config))
+    if missing:
+        raise ConfigError(f"config keys without a value: {', '.join(missing)}")
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(config, key)
+        if value not in allowed:
+            raise ConfigError(f"config key {key!r} is {value!r}; expected one of {list(allowed)}")
+    for key in AT_LEAST_ONE:
+        if OmegaConf.select(config, key) < 1:
+            raise ConfigError(f"config key {key!r} must be at least 1, got {OmegaConf.select(config, key)}")
+    if config.rollout.temperature <= 0:
+        raise ConfigError("config key 'rollout.temperature' must be positive")
+    if config.learner.comm_backend == "nccl" and config.learner.device == "cpu":
+        raise ConfigError("config key 'learner.comm_backend' is nccl but 'learner.device' is cpu: use gloo on CPU")
+    if config.trainer.batch_size * config.rollout.group_size % config.learner.num_ranks:
+        raise ConfigError(
+            "trainer.batch_size x rollout.group_size must divide evenly over learner.num_ranks "
+            f"({config.trainer.batch_size} x {config.rollout.group_size} over {config.learner.num_ranks})"
+        )
+    return config
+
+
+def flatten(config: DictConfig) -> dict[str, Any]:
+    """{"trainer.steps": 1600, ...}: the config as MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(config, resolve=True), "")
+    return out

@@ -1,0 +1,342 @@
+"""preresq's single controller: GRPO with the PRPO reward over Ray actors.
+
+    python launch/grpo.py --config configs/local.yaml trainer.steps=20
+    ray job submit --working-dir . -- python launch/grpo.py --config configs/local.yaml
+
+Without a cluster address it starts an embedded single-node Ray; under `ray job submit` it joins
+the job's cluster. The loop: batch -> generate -> reward -> advantages -> learn -> sync -> log,
+checkpoint, evaluate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
+
+from actors.grpo import group_advantages  # noqa: E402
+from actors.groups import start_roles  # noqa: E402
+from actors.learner import TrainSample  # noqa: E402
+from launch import checkpoint  # noqa: E402
+from launch.config import ConfigError, flatten, load_config  # noqa: E402
+from launch.tracking import Tracker  # noqa: E402
+from launch.validation import evaluate  # noqa: E402
+from qadata.manifest import items, read_manifest  # noqa: E402
+from qadata.media import MediaError, load_image  # noqa: E402
+from qadata.sampler import BatchSampler  # noqa: E402
+from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
+from rollouts.processor import require_model_folder  # noqa: E402
+from rollouts.prompts import chat_messages  # noqa: E402
+
+
+class CollapseError(RuntimeError):
+    pass
+
+
+class Timer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[f"time/{name}"] = time.perf_counter() - start
+
+
+class Data:
+    """Manifest items with their pictures; unreadable media is skipped, counted and named once."""
+
+    def __init__(self, cfg):
+        self.task = cfg.data.task
+        train_frame = read_manifest(cfg.data.train_manifest)
+        eval_path = cfg.data.eval_manifest or cfg.data.train_manifest
+        eval_frame = read_manifest(eval_path)
+        self.train = items(train_frame, cfg.data.train_split, cfg.data.train_manifest)
+        self.eval = items(eval_frame, cfg.data.eval_split, eval_path)[: cfg.data.eval_limit]
+        self.labels = np.array([item.mos for item in self.train])
+        if cfg.run.shuffle_labels:  # the null control: same images, MOS permuted
+            self.labels = np.random.default_rng(cfg.run.seed + 1).permutation(self.labels)
+        self.skipped: dict[str, str] = {}
+
+    def request(self, item) -> RolloutRequest | None:
+        if item.path in self.skipped:
+            return None
+        try:
+            image = load_image(item.path)
+        except MediaError as error:
+            self.skipped[item.path] = str(error)
+            print(f"skipping unreadable media ({len(self.skipped)} so far): {error}", flush=True)
+            return None
+        return RolloutRequest(item.item_id, [image], chat_messages(self.task, 1))
+
+    def batch(self, sampler: BatchSampler, size: int) -> tuple[list[RolloutRequest], list[float]]:
+        requests, mos = [], []
+        for _ in range(100):
+            for index in sampler.next_batch():
+                request = self.request(self.train[index])
+                if request is not None and len(requests) < size:
+                    requests.append(request)
+                    mos.append(float(self.labels[index]))
+            if len(requests) == size:
+                return requests, mos
+        raise RuntimeError(f"could not fill a batch of {size}: {len(self.skipped)} media files unreadable")
+
+    def eval_set(self) -> tuple[list[RolloutRequest], list[float]]:
+        pairs = [(self.request(item), item.mos) for item in self.eval]
+        return [r for r, _ in pairs if r is not None], [m for r, m in pairs if r is not None]
+
+
+def check_inputs(cfg) -> None:
+    """Fail before any actor starts when a path the run needs is missing."""
+    require_model_folder(cfg.model.path)
+    for path in (cfg.data.train_manifest, cfg.data.eval_manifest):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"manifest not found: {path}")
+
+
+def init_ray(cfg) -> None:
+    os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
+    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=cfg.ray.address or os.environ["RAY_ADDRESS"])
+        return
+    needed = cfg.rollout.num_actors + cfg.learner.num_ranks * cfg.learner.cpus_per_rank
+    num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, math.ceil(needed))
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+
+
+def generate(rollouts: list, requests: list, sampling: SamplingSettings) -> list:
+    """Spread requests over the rollout actors; answers come back in request order."""
+    share = math.ceil(len(requests) / len(rollouts))
+    futures = [
+        actor.generate.remote(requests[i * share : (i + 1) * share], sampling) for i, actor in enumerate(rollouts)
+    ]
+    return [row for part in ray.get(futures) for row in part]
+
+
+def score(rewards: list, answers: list, mos: list[float]) -> dict[str, np.ndarray]:
+    texts = [[c.text for c in row] for row in answers]
+    return ray.get(rewards[0].score.remote(texts, mos))
+
+
+def learning_samples(requests, answers, advantages: np.ndarray, keep: np.ndarray, ranks: int) -> list[list]:
+    """Answers with their advantages, dealt evenly to the learner ranks."""
+    samples = [
+        TrainSample(req.images, req.messages, c.token_ids, float(advantages[i, k]), c.logprobs)
+        for i, (req, row) in enumerate(zip(requests, answers))
+        if keep[i]
+        for k, c in enumerate(row)
+    ]
+    return [samples[r::ranks] for r in range(ranks)]
+
+
+def sync_weights(roles, version: int) -> None:
+    """Learner's full weights -> every rollout actor; returns once all of them generate with them."""
+    weights = roles.learners.full_weights()
+    ray.get([actor.load_weights.remote(weights, version) for actor in roles.rollouts])
+
+
+def step_metrics(rewards: dict, answers: list, advantages: np.ndarray, learner_stats: list[dict]) -> dict:
+    predictions = rewards["prediction"]
+    texts = [c.text for row in answers for c in row]
+    equal_groups = np.ptp(rewards["total"], axis=1) == 0
+    metrics = {
+        "reward/total": rewards["total"].mean(),
+        "reward/accuracy": rewards["accuracy"].mean(),
+        "reward/format": rewards["format"].mean(),
+        "reward/response": rewards["response"].mean(),
+        "reward/preference": rewards["preference"].mean(),
+        "format_rate": rewards["format"].mean(),
+        "advantage/mean": advantages.mean(),
+        "advantage/std": advantages.std(),
+        "advantage/abs_max": np.abs(advantages).max(),
+        "groups/all_equal_fraction": equal_groups.mean(),
+        "answers/within_group_spread": predictions.std(axis=1).mean(),
+        "answers/distinct": float(len(set(texts))),
+        "answers/distinct_scores": float(len(np.unique(predictions.round(2)))),
+        "answers/prediction_mean": predictions.mean(),
+        "response_length": float(np.mean([len(c.token_ids) for row in answers for c in row])),
+    }
+    for term in ("std_penalty", "triplet_balance", "rank_to_mos", "pairwise", "triplet_ranking"):
+        if term in rewards:
+            metrics[f"reward/{term}"] = rewards[term].mean()
+    for key in ("loss", "policy_loss", "kl", "clip_fraction", "entropy", "logprob_gap"):
+        metrics[f"learner/{key}"] = float(np.mean([s[key] for s in learner_stats]))
+    tokens = sum(s["tokens"] for s in learner_stats)
+    metrics["learner/tokens"] = tokens
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def save_checkpoint(roles, cfg, step: int, sampler: BatchSampler, tracker: Tracker, history: dict) -> Path:
+    tmp = checkpoint.begin(cfg.run.output_dir, step)
+    roles.learners.save_checkpoint(str(tmp / "deepspeed"), tag="state")
+    state = {
+        "step": step,
+        "sampler": sampler.state(),
+        "rng": {"torch": torch.get_rng_state().tolist(), "seed": cfg.run.seed},
+        "mlflow_run_id": tracker.run_id,
+        "history": history,
+    }
+    return checkpoint.commit(cfg.run.output_dir, tmp, step, state, cfg.trainer.keep_checkpoints)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML overriding configs/base.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. trainer.steps=20")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        check_inputs(cfg)
+    except (ConfigError, FileNotFoundError) as error:
+        raise SystemExit(f"preresq: {error}") from None
+    torch.manual_seed(cfg.run.seed)
+    data = Data(cfg)
+    resume_from = checkpoint.latest(cfg.run.output_dir) if cfg.run.resume else None
+    state = checkpoint.read_state(resume_from) if resume_from else None
+
+    init_ray(cfg)
+    roles = start_roles(cfg)
+    tracker = Tracker(
+        cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.experiment, cfg.run.name,
+        flatten(cfg), run_id=state["mlflow_run_id"] if state else None,
+    )
+    sampler = BatchSampler(len(data.train), cfg.trainer.batch_size, cfg.run.seed)
+    history = {"reward": [], "eval": {}}
+    start_step = 0
+    if state:
+        roles.learners.load_checkpoint(str(resume_from / "deepspeed"), tag="state")
+        sampler.load_state(state["sampler"])
+        torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
+        history, start_step = state["history"], state["step"]
+        sync_weights(roles, start_step)
+        print(f"resumed from {resume_from} at step {start_step}", flush=True)
+
+    eval_requests, eval_mos = data.eval_set()
+    sampling = SamplingSettings(
+        n=cfg.rollout.group_size, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens,
+    )
+
+    def validate(step: int) -> dict:
+        result = evaluate(
+            roles.rollouts, eval_requests, eval_mos, cfg.data.task, cfg.eval.greedy, cfg.eval.samples,
+            cfg.eval.max_new_tokens, cfg.eval.batch_size, seed=cfg.run.seed,
+        )
+        history["eval"][str(step)] = result
+        tracker.log_metrics({f"val/{k}": v for k, v in result.items() if v is not None}, step)
+        print(f"step {step} validation: SRCC {result['srcc']} PLCC {result['plcc']} "
+              f"({int(result['n'])} items, {int(result['parse_failures'])} unparsed)", flush=True)
+        return result
+
+    if str(start_step) not in history["eval"]:
+        validate(start_step)
+    collapsed_for, status, started = 0, "FAILED", time.time()
+    try:
+        for step in range(start_step + 1, cfg.trainer.steps + 1):
+            timer = Timer()
+            with timer.phase("batch"):
+                requests, mos = data.batch(sampler, cfg.trainer.batch_size)
+            with timer.phase("generate"):
+                answers = generate(roles.rollouts, requests, SamplingSettings(**{**sampling.__dict__, "seed": cfg.run.seed * 100003 + step}))
+            with timer.phase("reward"):
+                rewards = score(roles.rewards, answers, mos)
+            with timer.phase("advantage"):
+                advantages = group_advantages(
+                    torch.as_tensor(rewards["total"]), cfg.algorithm.advantage, cfg.algorithm.advantage_eps
+                ).numpy()
+                keep = np.ones(len(requests), dtype=bool)
+                if cfg.algorithm.drop_equal_groups:
+                    keep = np.ptp(rewards["total"], axis=1) > 0
+                    keep = keep if keep.sum() >= cfg.learner.num_ranks else np.ones_like(keep)
+            with timer.phase("learn"):
+                learner_stats = roles.learners.train_step(
+                    learning_samples(requests, answers, advantages, keep, cfg.learner.num_ranks)
+                )
+            with timer.phase("sync"):
+                sync_weights(roles, step)
+
+            metrics = step_metrics(rewards, answers, advantages, learner_stats)
+            metrics.update(timer.seconds)
+            metrics["time/step"] = sum(timer.seconds.values())
+            metrics["data/skipped_media"] = float(len(data.skipped))
+            history["reward"].append(metrics["reward/total"])
+            if not all(math.isfinite(v) for v in metrics.values()):
+                raise FloatingPointError(f"step {step}: non-finite metrics {[k for k, v in metrics.items() if not math.isfinite(v)]}")
+            if step % cfg.trainer.log_every == 0:
+                tracker.log_metrics(metrics, step)
+                print(
+                    f"step {step}/{cfg.trainer.steps} reward {metrics['reward/total']:.3f} "
+                    f"(acc {metrics['reward/accuracy']:.3f} fmt {metrics['format_rate']:.2f}) "
+                    f"spread {metrics['answers/within_group_spread']:.3f} kl {metrics['learner/kl']:.4f} "
+                    f"{metrics['time/step']:.2f}s",
+                    flush=True,
+                )
+            collapsed_for = collapsed_for + 1 if metrics["answers/within_group_spread"] < cfg.trainer.collapse_min_spread else 0
+            if collapsed_for >= cfg.trainer.collapse_patience:
+                raise CollapseError(
+                    f"answers collapsed: within-group spread of predicted scores below "
+                    f"{cfg.trainer.collapse_min_spread} for {collapsed_for} steps (step {step}, "
+                    f"{metrics['answers/distinct_scores']:.0f} distinct scores). Lower learner.lr or raise "
+                    f"rollout.temperature; the last checkpoint is in {cfg.run.output_dir}."
+                )
+            if step % cfg.trainer.checkpoint_every == 0 and step < cfg.trainer.steps:
+                save_checkpoint(roles, cfg, step, sampler, tracker, history)
+            if step % cfg.trainer.eval_every == 0 and step < cfg.trainer.steps:
+                validate(step)
+        final_step = cfg.trainer.steps
+        if str(final_step) not in history["eval"]:
+            validate(final_step)
+        save_checkpoint(roles, cfg, final_step, sampler, tracker, history)
+        policy_dir = Path(cfg.run.output_dir) / "policy"
+        roles.learners.save_pretrained(str(policy_dir))
+        status = "FINISHED"
+    finally:
+        tracker.finish(status)
+    summary = summarise(cfg, history, start_step, time.time() - started, data, policy_dir)
+    return summary
+
+
+def summarise(cfg, history: dict, start_step: int, seconds: float, data: Data, policy_dir: Path) -> dict:
+    rewards = history["reward"]
+    evals = history["eval"]
+    first, last = evals[min(evals, key=int)], evals[max(evals, key=int)]
+    tenth = max(1, len(rewards) // 10)
+    summary = {
+        "steps": cfg.trainer.steps,
+        "steps_this_run": cfg.trainer.steps - start_step,
+        "seconds": seconds,
+        "reward_first": float(np.mean(rewards[:tenth])) if rewards else None,
+        "reward_last": float(np.mean(rewards[-tenth:])) if rewards else None,
+        "val_before": first,
+        "val_after": last,
+        "skipped_media": sorted(data.skipped),
+        "policy": str(policy_dir),
+    }
+
+    def fmt(x):
+        return "undefined" if x is None else f"{x:.3f}"
+
+    print("\n== preresq GRPO summary ==")
+    print(f"steps: {summary['steps']} ({summary['steps_this_run']} this run, {seconds:.0f}s)")
+    if rewards:
+        print(f"reward: first 10% of steps {fmt(summary['reward_first'])} -> last 10% {fmt(summary['reward_last'])}")
+    print(f"validation before: SRCC {fmt(first['srcc'])} PLCC {fmt(first['plcc'])}; "
+          f"after: SRCC {fmt(last['srcc'])} PLCC {fmt(last['plcc'])} ({int(last['n'])} held-out items)")
+    print(f"skipped media: {len(data.skipped)}")
+    print(f"policy (Hugging Face format): {policy_dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

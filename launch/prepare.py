@@ -1,0 +1,51 @@
+"""Prepare the embedded defaults if they are missing: the generated data set and the tiny model
+(built, then warmed up on the answer format). Idempotent: what exists is kept.
+
+    python launch/prepare.py [--root artifacts] [--warmup-steps 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from qadata.generated import generate  # noqa: E402
+from qadata.manifest import items, read_manifest  # noqa: E402
+from qadata.media import load_image  # noqa: E402
+from rollouts import tiny_model  # noqa: E402
+
+
+def prepare(root: str | Path = "artifacts", warmup_steps: int = 600, threads: int = 2) -> dict[str, Path]:
+    root = Path(root)
+    torch.set_num_threads(threads)
+    manifest = root / "data" / "generated" / "manifest.parquet"
+    if not manifest.is_file():
+        start = time.time()
+        generate(manifest.parent)
+        print(f"generated data set: {manifest} ({time.time() - start:.0f}s)", flush=True)
+    model_dir = root / "models" / "qwen2.5-vl-tiny"
+    done = model_dir / "warmup.json"
+    if not done.is_file():
+        tiny_model.build(model_dir)
+        train = items(read_manifest(manifest), "train")
+        images = [load_image(item.path) for item in train]
+        print(f"warming up the tiny model on the answer format ({warmup_steps} steps)", flush=True)
+        result = tiny_model.warm_up(model_dir, images, steps=warmup_steps)
+        done.write_text(json.dumps(result, indent=2))
+    return {"manifest": manifest, "model": model_dir}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="artifacts")
+    parser.add_argument("--warmup-steps", type=int, default=600)
+    args = parser.parse_args()
+    for name, path in prepare(args.root, args.warmup_steps).items():
+        print(f"{name}: {path}")

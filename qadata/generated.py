@@ -1,0 +1,99 @@
+"""The embedded default data: photos that scikit-image ships, distorted with known quality.
+
+The default task uses global distortions (exposure, contrast, colourfulness) because a tiny random
+vision tower can perceive those and not blur or noise (../shared/reference/learning.md).
+MOS per type and level is anchored on KADID-10K's human means (Darken, Brighten, Sat_Lab); contrast
+reduction has no monotone KADID type, so its anchors are ours. Deterministic for a given seed.
+Held-out references form the `test` split, so evaluation is on photos never trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from qadata.manifest import write_manifest
+
+# level 1..5 -> (strength, MOS)
+DISTORTIONS = {
+    "darken": ([0.2, 0.35, 0.5, 0.65, 0.8], [4.60, 4.53, 4.23, 3.53, 2.22]),
+    "brighten": ([0.15, 0.3, 0.45, 0.6, 0.75], [4.51, 4.29, 3.63, 2.70, 1.81]),
+    "desaturate": ([0.2, 0.4, 0.6, 0.8, 1.0], [4.58, 3.33, 2.65, 1.82, 1.52]),
+    "contrast": ([0.8, 0.6, 0.45, 0.3, 0.15], [4.30, 3.70, 3.00, 2.30, 1.60]),
+}
+PRISTINE_MOS = 4.75
+
+TRAIN_PHOTOS = ("astronaut", "chelsea", "colorwheel", "immunohistochemistry", "motorcycle_left", "logo")
+TEST_PHOTOS = ("coffee", "rocket", "hubble_deep_field", "retina", "motorcycle_right")
+
+
+def _photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    if name.startswith("motorcycle_"):
+        left, right, _ = skimage.data.stereo_motorcycle()
+        return left if name.endswith("left") else right
+    image = getattr(skimage.data, name)()
+    if image.shape[-1] == 4:  # logo: RGBA on white
+        alpha = image[..., 3:4] / 255.0
+        image = (image[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    return image
+
+
+def _square(image: np.ndarray, side: int) -> np.ndarray:
+    """Centre square crop resized to side x side, as float RGB in [0, 1]."""
+    h, w = image.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    crop = Image.fromarray(image[top : top + s, left : left + s]).resize((side, side), Image.BICUBIC)
+    return np.asarray(crop, dtype=np.float64) / 255.0
+
+
+def distort(image: np.ndarray, kind: str, strength: float) -> np.ndarray:
+    """float RGB [H, W, 3] in [0, 1] -> the distorted image, same shape and range."""
+    if kind == "darken":
+        out = image * (1.0 - strength)
+    elif kind == "brighten":
+        out = image + (1.0 - image) * strength
+    elif kind == "desaturate":
+        gray = image @ np.array([0.299, 0.587, 0.114])
+        out = image * (1.0 - strength) + gray[..., None] * strength
+    elif kind == "contrast":
+        out = image.mean() + (image - image.mean()) * strength
+    else:
+        raise ValueError(f"unknown distortion {kind!r}: expected one of {sorted(DISTORTIONS)}")
+    return np.clip(out, 0.0, 1.0)
+
+
+def generate(folder: str | Path, side: int = 112, include_pristine: bool = False) -> Path:
+    """Write images and manifest.parquet under `folder`; returns the manifest path."""
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for split, photos in (("train", TRAIN_PHOTOS), ("test", TEST_PHOTOS)):
+        for photo in photos:
+            reference = _square(_photo(photo), side)
+            versions = [("pristine", 0, reference, PRISTINE_MOS)] if include_pristine else []
+            for kind, (strengths, mos_by_level) in DISTORTIONS.items():
+                for level, (strength, mos) in enumerate(zip(strengths, mos_by_level), start=1):
+                    versions.append((kind, level, distort(reference, kind, strength), mos))
+            for kind, level, pixels, mos in versions:
+                name = f"images/{photo}_{kind}_{level}.png"
+                Image.fromarray((pixels * 255).round().astype(np.uint8)).save(folder / name)
+                rows.append(
+                    {
+                        "path": name,
+                        "mos": mos,
+                        "mos_raw": mos,
+                        "dataset": "generated-global",
+                        "split": split,
+                        "kind": "image",
+                        "reference": photo,
+                        "distortion": kind,
+                        "level": level,
+                    }
+                )
+    return write_manifest(pd.DataFrame(rows), folder / "manifest.parquet")

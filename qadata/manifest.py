@@ -1,0 +1,84 @@
+"""The manifest: one Parquet row per labelled item, the format every dataset is turned into.
+
+Columns: path (str; relative paths are relative to the manifest's folder), mos (float on [1, 5]),
+dataset (str), split (str), kind ("image" | "video"). Extra columns (mos_raw, reference,
+distortion, level, ...) are kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+REQUIRED = {"path": "string", "mos": "number", "dataset": "string", "split": "string", "kind": "string"}
+KINDS = ("image", "video")
+MOS_RANGE = (1.0, 5.0)
+
+
+class ManifestError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Item:
+    """One labelled item; `path` is absolute."""
+
+    item_id: str
+    path: str
+    mos: float
+    dataset: str
+    kind: str
+
+
+def validate(frame: pd.DataFrame, source: str) -> None:
+    """Raise ManifestError naming the file, row and column of the first problem."""
+    for column, kind in REQUIRED.items():
+        if column not in frame.columns:
+            raise ManifestError(f"{source}: missing column {column!r} (required: {', '.join(REQUIRED)})")
+    mos = pd.to_numeric(frame["mos"], errors="coerce")
+    for row in frame.index[mos.isna()]:
+        raise ManifestError(f"{source}: row {row}, column 'mos': {frame.at[row, 'mos']!r} is not a number")
+    outside = frame.index[(mos < MOS_RANGE[0]) | (mos > MOS_RANGE[1])]
+    for row in outside:
+        raise ManifestError(
+            f"{source}: row {row}, column 'mos': {mos[row]} is outside [{MOS_RANGE[0]}, {MOS_RANGE[1]}] "
+            "(normalise MOS per dataset first)"
+        )
+    bad_kind = frame.index[~frame["kind"].isin(KINDS)]
+    for row in bad_kind:
+        raise ManifestError(f"{source}: row {row}, column 'kind': {frame.at[row, 'kind']!r} is not one of {KINDS}")
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """The validated manifest with `path` made absolute."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    frame = pd.read_parquet(path)
+    validate(frame, str(path))
+    root = path.resolve().parent
+    frame["path"] = [str(p) if Path(p).is_absolute() else str(root / p) for p in frame["path"]]
+    return frame.reset_index(drop=True)
+
+
+def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    validate(frame, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def items(frame: pd.DataFrame, split: str, source: str = "manifest") -> list[Item]:
+    """The items of one split, in manifest order; an empty split is an error naming it."""
+    chosen = frame[frame["split"] == split]
+    if chosen.empty:
+        raise ManifestError(f"{source}: no rows with split {split!r} (splits: {sorted(frame['split'].unique())})")
+    return [
+        Item(item_id=f"{row.dataset}:{index}", path=row.path, mos=float(row.mos), dataset=row.dataset, kind=row.kind)
+        for index, row in chosen.iterrows()
+    ]

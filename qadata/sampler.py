@@ -1,0 +1,39 @@
+"""Resumable batches: a seeded shuffle per epoch and a position that checkpoints carry."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class BatchSampler:
+    """Yields lists of indices into `size` items, `batch_size` at a time, reshuffling each epoch.
+
+    A batch never spans two epochs' orders in a way that repeats an item: the tail of an epoch
+    that is shorter than a batch is completed from the next epoch's order.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        if size < 1:
+            raise ValueError("cannot sample batches from zero items")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch, self.position = 0, 0
+
+    def _order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.size)
+
+    def next_batch(self) -> list[int]:
+        batch: list[int] = []
+        while len(batch) < self.batch_size:
+            order = self._order(self.epoch)
+            take = order[self.position : self.position + self.batch_size - len(batch)]
+            batch += take.tolist()
+            self.position += len(take)
+            if self.position >= self.size:
+                self.epoch, self.position = self.epoch + 1, 0
+        return batch
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
