@@ -113,6 +113,7 @@ class TrainerConfig:
     keep_checkpoints: int = MISSING
     collapse_patience: int = MISSING
     collapse_min_spread: float = MISSING
+    verify_sync: bool = MISSING
 
 
 @dataclass

@@ -11,6 +11,7 @@ checkpoint, evaluate.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -30,7 +31,7 @@ from actors.learner import TrainSample  # noqa: E402
 from launch import checkpoint  # noqa: E402
 from launch.config import ConfigError, flatten, load_config  # noqa: E402
 from launch.tracking import Tracker  # noqa: E402
-from launch.validation import evaluate  # noqa: E402
+from launch.validation import correlations, evaluate  # noqa: E402
 from qadata.manifest import items, read_manifest  # noqa: E402
 from qadata.media import MediaError, load_image  # noqa: E402
 from qadata.sampler import BatchSampler  # noqa: E402
@@ -146,7 +147,8 @@ def sync_weights(roles, version: int) -> None:
     ray.get([actor.load_weights.remote(weights, version) for actor in roles.rollouts])
 
 
-def step_metrics(rewards: dict, answers: list, advantages: np.ndarray, learner_stats: list[dict]) -> dict:
+def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.ndarray,
+                 learner_stats: list[dict]) -> dict:
     predictions = rewards["prediction"]
     texts = [c.text for row in answers for c in row]
     equal_groups = np.ptp(rewards["total"], axis=1) == 0
@@ -167,6 +169,10 @@ def step_metrics(rewards: dict, answers: list, advantages: np.ndarray, learner_s
         "answers/prediction_mean": predictions.mean(),
         "response_length": float(np.mean([len(c.token_ids) for row in answers for c in row])),
     }
+    item_means = predictions.mean(axis=1)
+    batch_srcc = correlations(item_means, np.asarray(mos))["srcc"]
+    if batch_srcc is not None:
+        metrics["answers/batch_srcc"] = batch_srcc
     for term in ("std_penalty", "triplet_balance", "rank_to_mos", "pairwise", "triplet_ranking"):
         if term in rewards:
             metrics[f"reward/{term}"] = rewards[term].mean()
@@ -266,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
             with timer.phase("sync"):
                 sync_weights(roles, step)
 
-            metrics = step_metrics(rewards, answers, advantages, learner_stats)
+            metrics = step_metrics(rewards, answers, mos, advantages, learner_stats)
             metrics.update(timer.seconds)
             metrics["time/step"] = sum(timer.seconds.values())
             metrics["data/skipped_media"] = float(len(data.skipped))
@@ -300,11 +306,25 @@ def main(argv: list[str] | None = None) -> dict:
         save_checkpoint(roles, cfg, final_step, sampler, tracker, history)
         policy_dir = Path(cfg.run.output_dir) / "policy"
         roles.learners.save_pretrained(str(policy_dir))
+        digests = verify_sync(roles) if cfg.trainer.verify_sync else None
         status = "FINISHED"
     finally:
         tracker.finish(status)
     summary = summarise(cfg, history, start_step, time.time() - started, data, policy_dir)
+    summary["weight_digests"] = digests
+    summary["mlflow_run_id"] = tracker.run_id
+    (Path(cfg.run.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    tracker.log_artifact(str(Path(cfg.run.output_dir) / "summary.json"))
     return summary
+
+
+def verify_sync(roles) -> dict:
+    """Hashes of the learner's weights and of every rollout actor's; raises if any differs."""
+    learner = roles.learners.weights_digest()
+    rollouts = ray.get([actor.weights_digest.remote() for actor in roles.rollouts])
+    if any(d != learner for d in rollouts):
+        raise RuntimeError(f"weight sync failed: learner {learner[:12]} but rollout actors {[d[:12] for d in rollouts]}")
+    return {"learner": learner, "rollouts": rollouts}
 
 
 def summarise(cfg, history: dict, start_step: int, seconds: float, data: Data, policy_dir: Path) -> dict:

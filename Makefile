@@ -1,0 +1,42 @@
+# preresq: `make train` runs the main job on embedded defaults; `make test` runs the suite.
+# Both create the environment they need (.venv, torch 2.13.0 CPU first, then the project).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export RAY_AUTH_MODE ?= disabled
+export PYTHONUNBUFFERED := 1
+
+.PHONY: env train prepare test test-fast null-control clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: a CPU build (a plain `torch` requirement could pull a multi-GB CUDA build).
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip freeze | grep -i '^torch==' > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+prepare: $(STAMP)
+	$(PY) launch/prepare.py
+
+train: prepare
+	$(PY) launch/grpo.py --config configs/local.yaml $(ARGS)
+
+# The same run with MOS labels shuffled across training images: the null control for `train`.
+null-control: prepare
+	$(PY) launch/grpo.py --config configs/local.yaml run.shuffle_labels=true \
+		run.output_dir=artifacts/null-control run.name=preresq-null-control $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf artifacts mlflow.db

@@ -1,0 +1,66 @@
+"""Configuration: every default validates; unknown keys, wrong types and bad values fail by name,
+before any actor starts."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from helpers import ROOT, run_cli
+from launch.config import ConfigError, flatten, load_config
+
+
+def test_base_and_local_configs_validate():
+    base = load_config()
+    assert base.rollout.group_size == 6 and base.algorithm.kl_coef == 0.04 and base.learner.lr == 1e-6
+    local = load_config(ROOT / "configs" / "local.yaml", ["trainer.steps=20"])
+    assert local.trainer.steps == 20 and local.learner.comm_backend == "gloo"
+    assert flatten(local)["trainer.steps"] == 20
+
+
+def test_every_schema_key_has_a_default_in_base_yaml():
+    raw = OmegaConf.load(ROOT / "configs" / "base.yaml")
+    assert set(flatten(load_config())) == set(flatten(raw))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.stepz=3", "trainer.stepz"),
+        ("trainer.steps=many", "trainer.steps"),
+        ("algorithm.kl_estimator=k4", "algorithm.kl_estimator"),
+        ("learner.zero_stage=4", "learner.zero_stage"),
+        ("rollout.group_size=0", "rollout.group_size"),
+        ("nonsense", "key=value"),
+    ],
+)
+def test_bad_overrides_are_named(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(overrides=[override])
+
+
+def test_bad_yaml_file_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learner:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*learner\.lr"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_fails_before_any_actor_on_bad_input(tmp_path):
+    result = run_cli(["launch/grpo.py", "--config", "configs/local.yaml", "trainer.batch_sise=4"])
+    assert result.returncode != 0 and "trainer.batch_sise" in result.stderr
+    assert "Started a local Ray" not in result.stdout + result.stderr
+
+    missing_model = tmp_path / "no-model"
+    result = run_cli(["launch/grpo.py", "--config", "configs/local.yaml", f"model.path={missing_model}"])
+    assert result.returncode != 0 and f"model folder not found: {missing_model}" in result.stderr
+
+    empty = tmp_path / "model"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    missing_manifest = Path(tmp_path / "nowhere.parquet")
+    result = run_cli(["launch/grpo.py", "--config", "configs/local.yaml", f"model.path={empty}",
+                      f"data.train_manifest={missing_manifest}"])
+    assert result.returncode != 0 and f"manifest not found: {missing_manifest}" in result.stderr

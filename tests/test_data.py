@@ -1,0 +1,84 @@
+"""Manifests, media, batches and the generated data set."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from qadata.generated import DISTORTIONS, TEST_PHOTOS
+from qadata.manifest import ManifestError, items, read_manifest, write_manifest
+from qadata.media import MediaError, load_image
+from qadata.sampler import BatchSampler
+
+
+def frame(**changes):
+    rows = {"path": ["a.png", "b.png"], "mos": [1.5, 4.0], "dataset": ["d", "d"], "split": ["train", "test"],
+            "kind": ["image", "image"]}
+    rows.update(changes)
+    return pd.DataFrame(rows)
+
+
+def test_manifest_round_trip_makes_paths_absolute(tmp_path):
+    path = write_manifest(frame(), tmp_path / "m.parquet")
+    loaded = read_manifest(path)
+    assert loaded["path"].tolist() == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert [i.mos for i in items(loaded, "train")] == [1.5]
+
+
+def test_manifest_errors_name_file_row_and_column(tmp_path):
+    pd.DataFrame({"path": ["a"], "mos": [3.0]}).to_parquet(tmp_path / "cols.parquet")
+    with pytest.raises(ManifestError, match=r"cols\.parquet: missing column 'dataset'"):
+        read_manifest(tmp_path / "cols.parquet")
+    frame(mos=[1.5, 7.0]).to_parquet(tmp_path / "range.parquet")
+    with pytest.raises(ManifestError, match=r"range\.parquet: row 1, column 'mos': 7\.0 is outside"):
+        read_manifest(tmp_path / "range.parquet")
+    frame(kind=["image", "audio"]).to_parquet(tmp_path / "kind.parquet")
+    with pytest.raises(ManifestError, match=r"row 1, column 'kind'"):
+        read_manifest(tmp_path / "kind.parquet")
+    with pytest.raises(FileNotFoundError, match="manifest not found"):
+        read_manifest(tmp_path / "absent.parquet")
+    with pytest.raises(ManifestError, match="split 'val'"):
+        items(frame(), "val")
+
+
+def test_images_of_any_mode_become_rgb_and_bad_files_are_named(tmp_path):
+    Image.new("L", (8, 8), 100).save(tmp_path / "gray.png")
+    Image.new("RGBA", (8, 8), (10, 20, 30, 0)).save(tmp_path / "clear.png")
+    Image.new("CMYK", (8, 8), (0, 0, 0, 0)).save(tmp_path / "cmyk.jpg")
+    Image.new("I;16", (8, 8), 65535).save(tmp_path / "deep.png")
+    for name in ("gray.png", "clear.png", "cmyk.jpg", "deep.png"):
+        assert load_image(tmp_path / name).mode == "RGB"
+    assert load_image(tmp_path / "clear.png").getpixel((0, 0)) == (255, 255, 255)
+    assert load_image(tmp_path / "deep.png").getpixel((0, 0))[0] == 255
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(MediaError, match="empty.jpg"):
+        load_image(tmp_path / "empty.jpg")
+
+
+def test_sampler_resumes_where_it_stopped():
+    whole = BatchSampler(10, 4, seed=3)
+    expected = [whole.next_batch() for _ in range(6)]
+    first = BatchSampler(10, 4, seed=3)
+    got = [first.next_batch() for _ in range(2)]
+    resumed = BatchSampler(10, 4, seed=3)
+    resumed.load_state(first.state())
+    got += [resumed.next_batch() for _ in range(4)]
+    assert got == expected
+    # Each epoch visits every item once.
+    flat = [i for batch in expected for i in batch][:20]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
+
+
+def test_generated_set_labels_and_splits(generated_data):
+    data = read_manifest(generated_data)
+    test = data[data["split"] == "test"]
+    assert len(test) >= 100 and test["reference"].nunique() >= 4
+    assert set(test["reference"]) == set(TEST_PHOTOS)
+    assert not set(test["reference"]) & set(data[data["split"] == "train"]["reference"])
+    for kind, (_, mos) in DISTORTIONS.items():
+        rows = data[data["distortion"] == kind]
+        assert np.all(np.diff(rows.groupby("level")["mos"].mean().to_numpy()) < 0)
+    # The cue is in the pixels: darker levels really are darker.
+    dark = data[(data["distortion"] == "darken") & (data["reference"] == "coffee")].sort_values("level")
+    means = [np.asarray(load_image(p)).mean() for p in dark["path"]]
+    assert np.all(np.diff(means) < 0)

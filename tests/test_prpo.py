@@ -1,0 +1,214 @@
+"""The PRPO reward against hand-computed cases (../shared/reference/prpo.md) and a literal
+transcription of the formulas for larger random batches."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from rewards import prpo
+
+
+def iqa(*answers):
+    """[K] answers, each the same value on all five aspects -> [1, K, 5]."""
+    return np.array([[[a] * 5 for a in answers]], dtype=float)
+
+
+# ----------------------------------------------------------------------------- parsing and format
+
+
+def test_parse_takes_last_d_numbers():
+    text = "<think>score 7 of 10</think><answer>\n1.5\n2.5\n3.5\n4.5\n5.0\n</answer>"
+    assert prpo.parse_answer(text, "iqa").tolist() == [1.5, 2.5, 3.5, 4.5, 5.0]
+
+
+def test_parse_pads_with_first_number_and_defaults_to_three():
+    assert prpo.parse_answer("<answer>4.5 3</answer>", "iqa").tolist() == [4.5, 3, 4.5, 4.5, 4.5]
+    assert prpo.parse_answer("no numbers here", "iqa").tolist() == [3.0] * 5
+    assert prpo.parse_answer("2.25 and .5", "vqa").tolist() == [2.25, 0.5]
+
+
+def test_format_reward_requires_the_whole_completion():
+    good = prpo.format_answer("The sharpness is soft.", [3.1, 2.2, 4.0, 1.5, 5.0])
+    cases = [
+        good,
+        good + " trailing words",
+        good.replace("<think>", ""),
+        prpo.format_answer("x", [3.1, 2.2, 4.0, 1.5]),
+        "<think>a</think>\n<answer>\n3\n4\n5\n1\n2\n</answer>\n",
+    ]
+    assert prpo.format_reward(cases, "iqa").tolist() == [1, 0, 0, 0, 1]
+    assert prpo.format_reward([prpo.format_answer("v", [3.0, 4.0]), good], "vqa").tolist() == [1, 0]
+
+
+def test_unknown_task_is_named():
+    with pytest.raises(ValueError, match="'xqa'"):
+        prpo.format_reward(["x"], "xqa")
+
+
+# ----------------------------------------------------------------------------- response branch
+
+
+def test_std_penalty():
+    vectors = np.array([[[3, 3, 3, 3, 3], [1, 2, 3, 4, 5], [3, 3, 3, 3, 3.5]]], dtype=float)
+    # sigma = 0, sqrt(2), 0.2 -> 0.5 * max(0, 0.5 - sigma)
+    np.testing.assert_allclose(prpo.std_penalty(vectors), [[0.25, 0.0, 0.15]])
+
+
+def test_triplet_balance_middle_and_near_ends():
+    np.testing.assert_allclose(prpo.triplet_balance(iqa(1, 2, 3), "iqa"), [[0, 1, 0]])
+    # 2.00 is within 0.05 of the middle 2.03; 3 is not.
+    np.testing.assert_allclose(prpo.triplet_balance(iqa(2.0, 2.03, 3.0), "iqa"), [[1, 1, 0]])
+    # All equal: stable order makes answer 1 the middle, both ends are within tolerance.
+    np.testing.assert_allclose(prpo.triplet_balance(iqa(2, 2, 2), "iqa"), [[1, 1, 1]])
+
+
+def test_triplet_balance_four_answers_and_background_ignored():
+    vectors = iqa(1, 2, 3, 4)
+    vectors[0, :, 4] = [9, 9, 9, 9]  # background is not looked at
+    # Middles: (0,1,2)->1, (0,1,3)->1, (0,2,3)->2, (1,2,3)->2; each answer sits in 3 triples.
+    np.testing.assert_allclose(prpo.triplet_balance(vectors, "iqa"), [[0, 2 / 3, 2 / 3, 0]])
+
+
+def test_triplet_balance_needs_three_answers():
+    assert prpo.triplet_balance(iqa(1, 2), "iqa").tolist() == [[0, 0]]
+
+
+def test_rank_to_mos():
+    got = prpo.rank_to_mos(np.array([[2.0, 3.0, 4.0]]), np.array([3.01]))
+    # ranks in [2, 3, 4, 3.01]: 0, 1, 3 and MOS 2; answer 1 is within 0.02.
+    np.testing.assert_allclose(got, [[math.exp(-2 / 4), 1.0, math.exp(-1 / 4)]])
+
+
+def test_rank_to_mos_ties_take_first_rank():
+    got = prpo.rank_to_mos(np.array([[3.0, 3.0, 5.0]]), np.array([4.0]))
+    np.testing.assert_allclose(got, [[math.exp(-2 / 4), math.exp(-2 / 4), math.exp(-1 / 4)]])
+
+
+# ----------------------------------------------------------------------------- preference branch
+
+
+def test_pairwise_right_and_wrong_order():
+    right = prpo.pairwise_score_rank(np.array([[4.0], [2.0]]), np.array([4.5, 1.5]))
+    np.testing.assert_allclose(right, [[math.sqrt(0.75)], [math.sqrt(0.75)]])
+    wrong = prpo.pairwise_score_rank(np.array([[2.0], [4.0]]), np.array([4.5, 1.5]))
+    np.testing.assert_allclose(wrong, [[math.sqrt(1 - 3 / 8)], [math.sqrt(1 - 3 / 8)]])
+
+
+def test_pairwise_maps_ranks_back_to_answers():
+    got = prpo.pairwise_score_rank(np.array([[4.0, 2.0], [1.0, 3.0]]), np.array([4.0, 2.0]))
+    # Item 0: rank 0 is answer 1 (2 vs 1: m = 2/5), rank 1 is answer 0 (4 vs 3: m = 2/3).
+    np.testing.assert_allclose(got[0], [math.sqrt(2 / 3), math.sqrt(2 / 5)])
+
+
+def test_pairwise_equal_mos_edge_cases():
+    exact = prpo.pairwise_score_rank(np.array([[3.0], [3.0]]), np.array([3.0, 3.0]))
+    np.testing.assert_allclose(exact, [[1.0], [1.0]])  # 0/0 defined as 1
+    off = prpo.pairwise_score_rank(np.array([[3.0], [4.0]]), np.array([3.0, 3.0]))
+    np.testing.assert_allclose(off, [[1.0], [1.0]])  # g = 0.5 never equals p; m = 0
+    assert prpo.pairwise_score_rank(np.array([[3.0, 4.0]]), np.array([3.0])).tolist() == [[0, 0]]
+
+
+def test_triplet_ranking():
+    mos = np.array([3.0, 2.0, 1.0])
+    np.testing.assert_allclose(prpo.triplet_ranking(np.array([[3.0], [2.0], [1.0]]), mos), [[1], [1], [1]])
+    np.testing.assert_allclose(prpo.triplet_ranking(np.array([[1.0], [2.0], [3.0]]), mos), [[0], [0], [0]])
+    np.testing.assert_allclose(prpo.triplet_ranking(np.array([[3.0], [1.0], [2.0]]), mos), [[2 / 3]] * 3)
+
+
+def test_triplet_ranking_fewer_than_three_items_is_zero():
+    assert prpo.triplet_ranking(np.array([[3.0], [1.0]]), np.array([1.0, 2.0])).tolist() == [[0], [0]]
+
+
+# ----------------------------------------------------------------------------- literal transcription
+
+
+def literal_pairwise(s, y):
+    batch, group = s.shape
+    out = np.zeros_like(s)
+    for i in range(batch):
+        order_i = sorted(range(group), key=lambda k: s[i, k])
+        for r, k in enumerate(order_i):
+            terms = []
+            for z in range(batch):
+                if z == i:
+                    continue
+                s_z = sorted(s[z])[r]
+                g = 1.0 if y[i] > y[z] else 0.0 if y[i] < y[z] else 0.5
+                p = 1.0 if s[i, k] > s_z else 0.0 if s[i, k] < s_z else 0.5
+                c = float(p == g)
+                den = abs(y[i] - y[z]) + abs(s[i, k] - y[i]) + abs(s_z - y[z])
+                if den == 0:
+                    terms.append(1.0)
+                    continue
+                m = abs(y[i] - y[z]) / den
+                terms.append(math.sqrt(c * m) + math.sqrt((1 - c) * (1 - m)))
+            out[i, k] = np.mean(terms)
+    return out
+
+
+def literal_triplet_ranking(s, y):
+    batch, group = s.shape
+    out = np.zeros_like(s)
+    for i in range(batch):
+        others = [j for j in range(batch) if j != i]
+        for k in range(group):
+            shares = []
+            for a, b in itertools.combinations(others, 2):
+                pairs = [(i, a), (a, b), (i, b)]
+                shares.append(np.mean([(s[m, k] > s[n, k]) == (y[m] > y[n]) for m, n in pairs]))
+            out[i, k] = np.mean(shares)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_terms_match_the_formulas(seed):
+    rng = np.random.default_rng(seed)
+    # Two decimals make ties common, as in real answers.
+    s = rng.uniform(1, 5, size=(5, 4)).round(1)
+    y = rng.choice([1.5, 2.0, 3.0, 4.2], size=5)
+    np.testing.assert_allclose(prpo.pairwise_score_rank(s, y), literal_pairwise(s, y))
+    np.testing.assert_allclose(prpo.triplet_ranking(s, y), literal_triplet_ranking(s, y))
+
+
+def test_combination_iqa_and_vqa():
+    rng = np.random.default_rng(3)
+    vectors = rng.uniform(1, 5, size=(4, 6, 5)).round(2)
+    mos = np.array([1.2, 2.5, 3.7, 4.9])
+    parts = prpo.reward_components(vectors, mos, "iqa")
+    core = 0.375 * parts["pairwise"] - parts["std_penalty"] + 0.25 * parts["triplet_balance"]
+    core += 0.125 * parts["triplet_ranking"]
+    np.testing.assert_allclose(parts["accuracy"], (core + parts["rank_to_mos"]) / 3)
+    np.testing.assert_allclose(parts["accuracy"], (parts["response"] + parts["preference"]) / 3)
+    np.testing.assert_allclose(prpo.accuracy_reward(vectors, mos, "iqa"), parts["accuracy"])
+    video = prpo.reward_components(vectors[..., :2], mos, "vqa")
+    assert "rank_to_mos" not in video
+    np.testing.assert_allclose(video["accuracy"], video["response"] + video["preference"])
+
+
+def test_preference_scope_global_versus_chunks():
+    rng = np.random.default_rng(4)
+    vectors = rng.uniform(1, 5, size=(6, 3, 5))
+    mos = rng.uniform(1, 5, size=6)
+    chunked = prpo.reward_components(vectors, mos, "iqa", preference_group=3)
+    first_half = prpo.reward_components(vectors[:3], mos[:3], "iqa")
+    np.testing.assert_allclose(chunked["pairwise"][:3], first_half["pairwise"])
+    whole = prpo.reward_components(vectors, mos, "iqa")
+    assert not np.allclose(whole["pairwise"], chunked["pairwise"])
+
+
+def test_shapes_are_checked():
+    with pytest.raises(ValueError, match=r"\[B, K, 5\]"):
+        prpo.accuracy_reward(np.zeros((2, 3, 2)), np.zeros(2), "iqa")
+    with pytest.raises(ValueError, match="mos"):
+        prpo.accuracy_reward(np.zeros((2, 3, 5)), np.zeros(3), "iqa")
+
+
+def test_a_constant_answer_earns_less_preference_than_the_right_order():
+    mos = np.array([1.5, 2.5, 3.5, 4.5])
+    constant = np.full((4, 6, 2), 3.0)
+    ordered = np.repeat(mos[:, None, None], 6, axis=1).repeat(2, axis=2) + 0.1
+    assert prpo.reward_components(ordered, mos, "vqa")["preference"].mean() > (
+        prpo.reward_components(constant, mos, "vqa")["preference"].mean() + 0.1
+    )

@@ -1,0 +1,125 @@
+"""End to end on the real stack: Ray actors, DeepSpeed ZeRO over gloo, MLflow on SQLite, files on disk.
+
+Each run is `python launch/grpo.py ...` in a subprocess, as a user types it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def overrides(model: Path, manifest: Path, out: Path, **extra) -> list[str]:
+    values = {
+        "model.path": model,
+        "data.train_manifest": manifest,
+        "data.eval_limit": 8,
+        "run.output_dir": out,
+        "rollout.max_new_tokens": 24,
+        "eval.max_new_tokens": 24,
+        "trainer.batch_size": 4,
+        "rollout.group_size": 3,
+        "tracking.uri": f"sqlite:///{out.parent / 'mlflow.db'}",
+        **extra,
+    }
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def metric_steps(uri: str, run_id: str, key: str) -> list[int]:
+    from mlflow.tracking import MlflowClient
+
+    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def test_two_steps_two_zero3_ranks_then_weights_match(tiny_model, generated_data, tmp_path):
+    out = tmp_path / "run"
+    args = overrides(
+        tiny_model, generated_data, out,
+        **{"trainer.steps": 2, "learner.num_ranks": 2, "learner.zero_stage": 3, "learner.micro_batch": 3},
+    )
+    result = run_cli(["launch/grpo.py", "--config", "configs/local.yaml", *args])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    digests = summary["weight_digests"]
+    assert digests["rollouts"] == [digests["learner"]]
+
+    # The policy moved away from the initial weights, and the saved HF folder holds what was synced.
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from actors.learner import weights_digest
+
+    initial = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model)
+    final = Qwen2_5_VLForConditionalGeneration.from_pretrained(out / "policy")
+    assert weights_digest(initial.state_dict()) != digests["learner"]
+    assert weights_digest({k: v.to(torch.float32) for k, v in final.state_dict().items()}) == digests["learner"]
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for key in ("reward/total", "reward/pairwise", "format_rate", "learner/kl", "learner/clip_fraction",
+                "learner/entropy", "answers/within_group_spread", "time/generate", "time/learn"):
+        assert metric_steps(uri, summary["mlflow_run_id"], key) == [1, 2], key
+    assert metric_steps(uri, summary["mlflow_run_id"], "val/n") == [0, 2]
+
+
+def test_resumed_run_continues_at_the_next_step(tiny_model, generated_data, tmp_path):
+    out = tmp_path / "run"
+    first = run_cli(["launch/grpo.py", "--config", "configs/local.yaml",
+                     *overrides(tiny_model, generated_data, out, **{"trainer.steps": 2, "trainer.checkpoint_every": 1})])
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    before = json.loads((out / "summary.json").read_text())
+    assert (out / "checkpoints" / "latest").read_text() == "step-000002"
+
+    second = run_cli(["launch/grpo.py", "--config", "configs/local.yaml",
+                      *overrides(tiny_model, generated_data, out, **{"trainer.steps": 3})])
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "at step 2" in second.stdout
+    after = json.loads((out / "summary.json").read_text())
+    assert after["steps_this_run"] == 1
+    assert after["mlflow_run_id"] == before["mlflow_run_id"]
+    state = json.loads((out / "checkpoints" / "step-000003" / "trainer_state.json").read_text())
+    assert state["step"] == 3 and len(state["history"]["reward"]) == 3
+    # Data position moved on: 3 steps of 4 items each.
+    assert state["sampler"]["epoch"] * 120 + state["sampler"]["position"] == 12
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert metric_steps(uri, after["mlflow_run_id"], "reward/total") == [1, 2, 3]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A real Ray head started with `ray start`, and stopped afterwards."""
+    ray_bin = Path(sys.executable).parent / "ray"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    subprocess.run([ray_bin, "start", "--head", "--num-cpus=3", "--dashboard-host=127.0.0.1",
+                    "--dashboard-port=8299", "--port=6399"], env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield env, "http://127.0.0.1:8299"
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_ray_job_submit_to_a_started_head(tiny_model, generated_data, tmp_path, ray_head):
+    env, address = ray_head
+    out = tmp_path / "run"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri, "RAY_AUTH_MODE": "disabled"}})
+    args = overrides(tiny_model, generated_data, out, **{"trainer.steps": 1})
+    args = [a for a in args if not a.startswith("tracking.uri")]
+    command = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address,
+               "--working-dir", ".", "--runtime-env-json", runtime_env, "--",
+               "python", "launch/grpo.py", "--config", "configs/local.yaml", *args]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "succeeded" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert metric_steps(uri, summary["mlflow_run_id"], "reward/total") == [1]
