@@ -40,7 +40,7 @@ def learner_settings(cfg) -> LearnerSettings:
         loss_aggregation=algo.loss_aggregation,
         min_pixels=cfg.model.min_pixels,
         max_pixels=cfg.model.max_pixels,
-        threads=max(1, int(cfg.learner.cpus_per_rank)),
+        threads=cfg.learner.threads,
         seed=cfg.run.seed,
     )
 
@@ -91,6 +91,7 @@ def start_rollouts(cfg) -> list:
             cfg.rollout.prompt_chunk,
             cfg.model.min_pixels,
             cfg.model.max_pixels,
+            cfg.rollout.threads,
         )
         for _ in range(cfg.rollout.num_actors)
     ]

@@ -59,6 +59,7 @@ class RolloutConfig:
     top_k: int = MISSING
     max_new_tokens: int = MISSING
     prompt_chunk: int = MISSING
+    threads: int = MISSING
 
 
 @dataclass
@@ -101,6 +102,7 @@ class LearnerConfig:
     micro_batch: int = MISSING
     cpus_per_rank: float = MISSING
     gpus_per_rank: float = MISSING
+    threads: int = MISSING
 
 
 @dataclass
@@ -168,6 +170,8 @@ AT_LEAST_ONE = (
     "rollout.group_size",
     "rollout.max_new_tokens",
     "rollout.prompt_chunk",
+    "rollout.threads",
+    "learner.threads",
     "reward.num_actors",
     "reward.preference_chunk",
     "learner.num_ranks",

@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -30,6 +31,7 @@ from actors.groups import start_roles  # noqa: E402
 from actors.learner import TrainSample  # noqa: E402
 from launch import checkpoint  # noqa: E402
 from launch.config import ConfigError, flatten, load_config  # noqa: E402
+from launch.plots import training_curves  # noqa: E402
 from launch.tracking import Tracker  # noqa: E402
 from launch.validation import correlations, evaluate  # noqa: E402
 from qadata.manifest import items, read_manifest  # noqa: E402
@@ -38,6 +40,11 @@ from qadata.sampler import BatchSampler  # noqa: E402
 from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
 from rollouts.processor import require_model_folder  # noqa: E402
 from rollouts.prompts import chat_messages  # noqa: E402
+
+
+# Per-step metrics kept in the checkpointed history, for the summary and the curves plot.
+CURVES = ("reward/total", "reward/accuracy", "reward/response", "reward/preference", "format_rate",
+          "answers/within_group_spread", "answers/batch_srcc")
 
 
 class CollapseError(RuntimeError):
@@ -218,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
         flatten(cfg), run_id=state["mlflow_run_id"] if state else None,
     )
     sampler = BatchSampler(len(data.train), cfg.trainer.batch_size, cfg.run.seed)
-    history = {"reward": [], "eval": {}}
+    history = {"steps": [], "eval": {}}
     start_step = 0
     if state:
         roles.learners.load_checkpoint(str(resume_from / "deepspeed"), tag="state")
@@ -237,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     def validate(step: int) -> dict:
         result = evaluate(
             roles.rollouts, eval_requests, eval_mos, cfg.data.task, cfg.eval.greedy, cfg.eval.samples,
-            cfg.eval.max_new_tokens, cfg.eval.batch_size, seed=cfg.run.seed,
+            cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.rollout.temperature, seed=cfg.run.seed,
         )
         history["eval"][str(step)] = result
         tracker.log_metrics({f"val/{k}": v for k, v in result.items() if v is not None}, step)
@@ -247,75 +254,96 @@ def main(argv: list[str] | None = None) -> dict:
 
     if str(start_step) not in history["eval"]:
         validate(start_step)
-    collapsed_for, status, started = 0, "FAILED", time.time()
+    watch = CollapseWatch(cfg.trainer.collapse_min_spread, cfg.trainer.collapse_patience, cfg.run.output_dir)
+    status, started, digests = "FAILED", time.time(), None
     try:
         for step in range(start_step + 1, cfg.trainer.steps + 1):
             timer = Timer()
             with timer.phase("batch"):
                 requests, mos = data.batch(sampler, cfg.trainer.batch_size)
             with timer.phase("generate"):
-                answers = generate(roles.rollouts, requests, SamplingSettings(**{**sampling.__dict__, "seed": cfg.run.seed * 100003 + step}))
+                answers = generate(roles.rollouts, requests, replace(sampling, seed=cfg.run.seed * 100003 + step))
             with timer.phase("reward"):
                 rewards = score(roles.rewards, answers, mos)
             with timer.phase("advantage"):
-                advantages = group_advantages(
-                    torch.as_tensor(rewards["total"]), cfg.algorithm.advantage, cfg.algorithm.advantage_eps
-                ).numpy()
-                keep = np.ones(len(requests), dtype=bool)
-                if cfg.algorithm.drop_equal_groups:
-                    keep = np.ptp(rewards["total"], axis=1) > 0
-                    keep = keep if keep.sum() >= cfg.learner.num_ranks else np.ones_like(keep)
+                advantages, keep = compute_advantages(rewards["total"], cfg)
             with timer.phase("learn"):
-                learner_stats = roles.learners.train_step(
-                    learning_samples(requests, answers, advantages, keep, cfg.learner.num_ranks)
-                )
+                shards = learning_samples(requests, answers, advantages, keep, cfg.learner.num_ranks)
+                learner_stats = roles.learners.train_step(shards)
             with timer.phase("sync"):
                 sync_weights(roles, step)
 
-            metrics = step_metrics(rewards, answers, mos, advantages, learner_stats)
-            metrics.update(timer.seconds)
+            metrics = {**step_metrics(rewards, answers, mos, advantages, learner_stats), **timer.seconds}
             metrics["time/step"] = sum(timer.seconds.values())
             metrics["data/skipped_media"] = float(len(data.skipped))
-            history["reward"].append(metrics["reward/total"])
-            if not all(math.isfinite(v) for v in metrics.values()):
-                raise FloatingPointError(f"step {step}: non-finite metrics {[k for k, v in metrics.items() if not math.isfinite(v)]}")
+            history["steps"].append({"step": step, **{k: metrics[k] for k in CURVES if k in metrics}})
             if step % cfg.trainer.log_every == 0:
                 tracker.log_metrics(metrics, step)
-                print(
-                    f"step {step}/{cfg.trainer.steps} reward {metrics['reward/total']:.3f} "
-                    f"(acc {metrics['reward/accuracy']:.3f} fmt {metrics['format_rate']:.2f}) "
-                    f"spread {metrics['answers/within_group_spread']:.3f} kl {metrics['learner/kl']:.4f} "
-                    f"{metrics['time/step']:.2f}s",
-                    flush=True,
-                )
-            collapsed_for = collapsed_for + 1 if metrics["answers/within_group_spread"] < cfg.trainer.collapse_min_spread else 0
-            if collapsed_for >= cfg.trainer.collapse_patience:
-                raise CollapseError(
-                    f"answers collapsed: within-group spread of predicted scores below "
-                    f"{cfg.trainer.collapse_min_spread} for {collapsed_for} steps (step {step}, "
-                    f"{metrics['answers/distinct_scores']:.0f} distinct scores). Lower learner.lr or raise "
-                    f"rollout.temperature; the last checkpoint is in {cfg.run.output_dir}."
-                )
+                print(progress_line(step, cfg.trainer.steps, metrics), flush=True)
+            watch.check(step, metrics)
             if step % cfg.trainer.checkpoint_every == 0 and step < cfg.trainer.steps:
                 save_checkpoint(roles, cfg, step, sampler, tracker, history)
             if step % cfg.trainer.eval_every == 0 and step < cfg.trainer.steps:
                 validate(step)
-        final_step = cfg.trainer.steps
-        if str(final_step) not in history["eval"]:
-            validate(final_step)
-        save_checkpoint(roles, cfg, final_step, sampler, tracker, history)
+
+        if str(cfg.trainer.steps) not in history["eval"]:
+            validate(cfg.trainer.steps)
+        save_checkpoint(roles, cfg, cfg.trainer.steps, sampler, tracker, history)
         policy_dir = Path(cfg.run.output_dir) / "policy"
         roles.learners.save_pretrained(str(policy_dir))
         digests = verify_sync(roles) if cfg.trainer.verify_sync else None
         status = "FINISHED"
     finally:
+        if history["steps"]:
+            curves = Path(cfg.run.output_dir) / "curves.png"
+            tracker.log_artifact(str(training_curves(history["steps"], history["eval"], curves, cfg.run.name)))
         tracker.finish(status)
     summary = summarise(cfg, history, start_step, time.time() - started, data, policy_dir)
-    summary["weight_digests"] = digests
-    summary["mlflow_run_id"] = tracker.run_id
+    summary.update(weight_digests=digests, mlflow_run_id=tracker.run_id)
     (Path(cfg.run.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    tracker.log_artifact(str(Path(cfg.run.output_dir) / "summary.json"))
     return summary
+
+
+def compute_advantages(total: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """Group advantages [B, K] and which groups to learn from [B]."""
+    advantages = group_advantages(torch.as_tensor(total), cfg.algorithm.advantage, cfg.algorithm.advantage_eps)
+    keep = np.ones(len(total), dtype=bool)
+    if cfg.algorithm.drop_equal_groups:
+        informative = np.ptp(total, axis=1) > 0
+        # Every learner rank needs at least one group to take part in the collective step.
+        if informative.sum() >= cfg.learner.num_ranks:
+            keep = informative
+    return advantages.numpy(), keep
+
+
+def progress_line(step: int, steps: int, m: dict) -> str:
+    return (
+        f"step {step}/{steps} reward {m['reward/total']:.3f} (acc {m['reward/accuracy']:.3f} "
+        f"fmt {m['format_rate']:.2f}) spread {m['answers/within_group_spread']:.3f} "
+        f"kl {m['learner/kl']:.4f} {m['time/step']:.2f}s"
+    )
+
+
+class CollapseWatch:
+    """Stops the run when answers collapse to one score: within-group spread too small for too long."""
+
+    def __init__(self, min_spread: float, patience: int, output_dir: str):
+        self.min_spread, self.patience, self.output_dir = min_spread, patience, output_dir
+        self.collapsed_for = 0
+
+    def check(self, step: int, metrics: dict) -> None:
+        if not all(math.isfinite(v) for v in metrics.values()):
+            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+            raise FloatingPointError(f"step {step}: non-finite metrics {bad}")
+        spread = metrics["answers/within_group_spread"]
+        self.collapsed_for = self.collapsed_for + 1 if spread < self.min_spread else 0
+        if self.collapsed_for >= self.patience:
+            raise CollapseError(
+                f"answers collapsed: within-group spread of predicted scores below {self.min_spread} for "
+                f"{self.collapsed_for} steps (step {step}, {metrics['answers/distinct_scores']:.0f} distinct "
+                f"scores). Lower learner.lr or raise rollout.temperature; the last checkpoint is in "
+                f"{self.output_dir}."
+            )
 
 
 def verify_sync(roles) -> dict:
@@ -328,7 +356,7 @@ def verify_sync(roles) -> dict:
 
 
 def summarise(cfg, history: dict, start_step: int, seconds: float, data: Data, policy_dir: Path) -> dict:
-    rewards = history["reward"]
+    rewards = [s["reward/total"] for s in history["steps"]]
     evals = history["eval"]
     first, last = evals[min(evals, key=int)], evals[max(evals, key=int)]
     tenth = max(1, len(rewards) // 10)

@@ -21,12 +21,15 @@ def correlations(predictions: np.ndarray, mos: np.ndarray) -> dict[str, float | 
 
 
 def evaluate(rollouts: list, requests: list, mos: list[float], task: str, greedy: bool, samples: int,
-             max_new_tokens: int, batch_size: int, seed: int = 0) -> dict[str, float | None]:
+             max_new_tokens: int, batch_size: int, temperature: float = 1.0, seed: int = 0) -> dict[str, float | None]:
     """Answers for every request through the rollout actors; metrics on the [1, 5] scale.
 
-    Unparseable answers count in `parse_failures` and keep the reference parser's value.
+    Greedy, or the mean of `samples` answers at `temperature` per item. Unparseable answers count
+    in `parse_failures` and keep the reference parser's value.
     """
-    sampling = SamplingSettings(n=1 if greedy else samples, greedy=greedy, max_new_tokens=max_new_tokens, seed=seed)
+    sampling = SamplingSettings(
+        n=1 if greedy else samples, greedy=greedy, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
+    )
     chunks = [requests[i : i + batch_size] for i in range(0, len(requests), batch_size)]
     futures = [rollouts[i % len(rollouts)].generate.remote(chunk, sampling) for i, chunk in enumerate(chunks)]
     answers = [row for part in ray.get(futures) for row in part]

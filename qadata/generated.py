@@ -26,8 +26,10 @@ DISTORTIONS = {
 }
 PRISTINE_MOS = 4.75
 
-TRAIN_PHOTOS = ("astronaut", "chelsea", "colorwheel", "immunohistochemistry", "motorcycle_left", "logo")
-TEST_PHOTOS = ("coffee", "rocket", "hubble_deep_field", "retina", "motorcycle_right")
+TRAIN_PHOTOS = (
+    "chelsea", "colorwheel", "hubble_deep_field", "immunohistochemistry", "motorcycle_left", "motorcycle_right", "logo",
+)
+TEST_PHOTOS = ("coffee", "rocket", "retina", "astronaut")
 
 
 def _photo(name: str) -> np.ndarray:
@@ -43,13 +45,21 @@ def _photo(name: str) -> np.ndarray:
     return image
 
 
-def _square(image: np.ndarray, side: int) -> np.ndarray:
-    """Centre square crop resized to side x side, as float RGB in [0, 1]."""
+def _crops(image: np.ndarray, side: int) -> list[np.ndarray]:
+    """Two square crops (the two ends of the long side; top and bottom halves of a square photo),
+    resized to side x side, as float RGB in [0, 1]. Each is a reference of its own content."""
     h, w = image.shape[:2]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    crop = Image.fromarray(image[top : top + s, left : left + s]).resize((side, side), Image.BICUBIC)
-    return np.asarray(crop, dtype=np.float64) / 255.0
+    if h == w:
+        half = h // 2
+        boxes = [(0, half // 2, half), (half, half // 2, half)]  # (top, left, size)
+    else:
+        s = min(h, w)
+        boxes = [(0, 0, s), (h - s, w - s, s)]
+    out = []
+    for top, left, size in boxes:
+        crop = Image.fromarray(image[top : top + size, left : left + size]).resize((side, side), Image.BICUBIC)
+        out.append(np.asarray(crop, dtype=np.float64) / 255.0)
+    return out
 
 
 def distort(image: np.ndarray, kind: str, strength: float) -> np.ndarray:
@@ -68,32 +78,30 @@ def distort(image: np.ndarray, kind: str, strength: float) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
+def _versions(reference: np.ndarray, include_pristine: bool):
+    """(distortion, level, pixels, MOS) for every version of one reference."""
+    if include_pristine:
+        yield "pristine", 0, reference, PRISTINE_MOS
+    for kind, (strengths, mos_by_level) in DISTORTIONS.items():
+        for level, (strength, mos) in enumerate(zip(strengths, mos_by_level), start=1):
+            yield kind, level, distort(reference, kind, strength), mos
+
+
 def generate(folder: str | Path, side: int = 112, include_pristine: bool = False) -> Path:
-    """Write images and manifest.parquet under `folder`; returns the manifest path."""
+    """Write images and manifest.parquet under `folder`; returns the manifest path.
+
+    Every photo gives two references (crops); the `test` split's photos are never trained on.
+    """
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for split, photos in (("train", TRAIN_PHOTOS), ("test", TEST_PHOTOS)):
         for photo in photos:
-            reference = _square(_photo(photo), side)
-            versions = [("pristine", 0, reference, PRISTINE_MOS)] if include_pristine else []
-            for kind, (strengths, mos_by_level) in DISTORTIONS.items():
-                for level, (strength, mos) in enumerate(zip(strengths, mos_by_level), start=1):
-                    versions.append((kind, level, distort(reference, kind, strength), mos))
-            for kind, level, pixels, mos in versions:
-                name = f"images/{photo}_{kind}_{level}.png"
-                Image.fromarray((pixels * 255).round().astype(np.uint8)).save(folder / name)
-                rows.append(
-                    {
-                        "path": name,
-                        "mos": mos,
-                        "mos_raw": mos,
-                        "dataset": "generated-global",
-                        "split": split,
-                        "kind": "image",
-                        "reference": photo,
-                        "distortion": kind,
-                        "level": level,
-                    }
-                )
+            for part, reference in enumerate(_crops(_photo(photo), side)):
+                for kind, level, pixels, mos in _versions(reference, include_pristine):
+                    name = f"images/{photo}-{part}_{kind}_{level}.png"
+                    Image.fromarray((pixels * 255).round().astype(np.uint8)).save(folder / name)
+                    row = {"path": name, "mos": mos, "mos_raw": mos, "dataset": "generated-global", "split": split}
+                    row.update(kind="image", photo=photo, reference=f"{photo}-{part}", distortion=kind, level=level)
+                    rows.append(row)
     return write_manifest(pd.DataFrame(rows), folder / "manifest.parquet")

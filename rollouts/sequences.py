@@ -24,7 +24,7 @@ def join_prompt_and_completions(
     prompts: dict[str, torch.Tensor], completions: list[list[int]], pad_id: int
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Model inputs for prompts [N, P] followed by their completions; and the completion mask [N, P+C]."""
-    ids, mask = pad_completions(completions, pad_id)
+    ids, mask = (t.to(prompts["input_ids"].device) for t in pad_completions(completions, pad_id))
     inputs = dict(prompts)
     inputs["input_ids"] = torch.cat([prompts["input_ids"], ids], dim=1)
     inputs["attention_mask"] = torch.cat([prompts["attention_mask"], mask], dim=1)
@@ -39,11 +39,9 @@ def completion_logprobs(
 
     Returns logprobs [N, C], entropy [N, C] (nats, of the tempered distribution) and mask [N, C].
     """
-    ids, mask = pad_completions(completions, pad_id)
-    inputs = dict(prompts)
-    inputs["input_ids"] = torch.cat([prompts["input_ids"], ids], dim=1)
-    inputs["attention_mask"] = torch.cat([prompts["attention_mask"], mask], dim=1)
-    width = ids.shape[1]
+    inputs, completion_mask = join_prompt_and_completions(prompts, completions, pad_id)
+    width = inputs["input_ids"].shape[1] - prompts["input_ids"].shape[1]
+    ids, mask = inputs["input_ids"][:, -width:], completion_mask[:, -width:]
     logits = model(**inputs, logits_to_keep=width + 1, use_cache=False).logits[:, :-1, :].float()
     logits = logits / temperature
     log_probs = torch.log_softmax(logits, dim=-1)

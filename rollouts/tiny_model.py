@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rewards.prpo import answer_dims, format_answer
@@ -55,7 +56,7 @@ _OPINIONS = {
 class TinyModelSpec:
     """Sizes of the tiny model; image side in pixels (a multiple of 28)."""
 
-    hidden: int = 64
+    hidden: int = 128
     layers: int = 2
     heads: int = 4
     vision_hidden: int = 64
@@ -71,15 +72,40 @@ def reasoning_text(rng: random.Random) -> str:
     return " ".join(f"The {aspect} is {rng.choice(_OPINIONS[aspect])}." for aspect in parts)
 
 
-def random_completion(rng: random.Random, task: str) -> str:
-    """A well-formed answer with random scores on [1, 5]."""
+def _grade(value: float, bounds: list[float], words: list[str]) -> str:
+    return words[sum(value >= b for b in bounds)]
+
+
+def describe_image(image) -> str:
+    """What the picture looks like, from its pixels alone: exposure, colourfulness, contrast.
+
+    This is perception a pretrained VLM brings (the image is dark, the colours are muted), not a
+    judgement of quality: no label is used, and the warm-up pairs it with random scores.
+    """
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    luminance = pixels @ np.array([0.299, 0.587, 0.114])
+    chroma = (pixels.max(axis=-1) - pixels.min(axis=-1)).mean()
+    exposure = _grade(luminance.mean(), [0.2, 0.33, 0.55, 0.7], ["dark", "dim", "balanced", "bright", "washed out"])
+    colour = _grade(chroma, [0.05, 0.1, 0.17], ["grey", "muted", "natural", "vivid"])
+    contrast = _grade(luminance.std(), [0.06, 0.1, 0.15], ["flat", "soft", "normal", "punchy"])
+    return f"The exposure is {exposure}, the saturation is {colour} and the contrast is {contrast}."
+
+
+def random_completion(rng: random.Random, task: str, think: str | None = None) -> str:
+    """A well-formed answer with random scores on [1, 5] (and `think`, or random reasoning)."""
     scores = [rng.uniform(1.0, 5.0) for _ in range(answer_dims(task))]
-    return format_answer(reasoning_text(rng), scores)
+    return format_answer(think if think is not None else reasoning_text(rng), scores)
 
 
 def _tokenizer_corpus(rng: random.Random) -> list[str]:
     corpus = [IQA_QUESTION, VQA_QUESTION, CHAT_TEMPLATE]
     corpus += [random_completion(rng, "iqa") for _ in range(3000)]
+    corpus += [
+        f"The exposure is {e}, the saturation is {c} and the contrast is {k}."
+        for e in ("dark", "dim", "balanced", "bright", "washed out")
+        for c in ("grey", "muted", "natural", "vivid")
+        for k in ("flat", "soft", "normal", "punchy")
+    ] * 20
     corpus += [random_completion(rng, "vqa") for _ in range(500)]
     return corpus
 
@@ -183,7 +209,8 @@ def warm_up(
     seed: int = 0,
     log_every: int = 50,
 ) -> dict:
-    """Supervised format warm-up in place: answers with random scores for the given images.
+    """Supervised format warm-up in place: answers that describe each image's look (from its pixels)
+    and give random scores. The learning rate decays linearly to zero.
 
     Returns {"steps", "loss", "seconds"}. Loss is over the completion tokens only.
     """
@@ -199,19 +226,25 @@ def warm_up(
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
+    descriptions = [describe_image(image) for image in images]
     tokenizer = processor.tokenizer
     start, loss = time.time(), float("nan")
     for step in range(steps):
-        chosen = [[rng.choice(images)] for _ in range(batch)]
-        prompts = processor.encode([chat_messages("iqa", 1)] * batch, chosen)
-        answers = [tokenizer(random_completion(rng, "iqa"))["input_ids"] + [tokenizer.eos_token_id] for _ in chosen]
+        picked = [rng.randrange(len(images)) for _ in range(batch)]
+        prompts = processor.encode([chat_messages("iqa", 1)] * batch, [[images[i]] for i in picked])
+        answers = [
+            tokenizer(random_completion(rng, "iqa", descriptions[i]))["input_ids"] + [tokenizer.eos_token_id]
+            for i in picked
+        ]
         inputs, completion_mask = join_prompt_and_completions(prompts, answers, processor.pad_id)
         labels = torch.where(completion_mask.bool(), inputs["input_ids"], -100)
         out = model(**inputs, labels=labels)
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
-        loss = float(out.loss)
+        schedule.step()
+        loss = float(out.loss.detach())
         if log_every and (step + 1) % log_every == 0:
             print(f"warm-up step {step + 1}/{steps} loss {loss:.3f} ({time.time() - start:.0f}s)", flush=True)
     model.save_pretrained(folder)

@@ -72,13 +72,13 @@ def test_sampler_resumes_where_it_stopped():
 def test_generated_set_labels_and_splits(generated_data):
     data = read_manifest(generated_data)
     test = data[data["split"] == "test"]
-    assert len(test) >= 100 and test["reference"].nunique() >= 4
-    assert set(test["reference"]) == set(TEST_PHOTOS)
-    assert not set(test["reference"]) & set(data[data["split"] == "train"]["reference"])
+    assert len(test) >= 100 and test["photo"].nunique() >= 4
+    assert set(test["photo"]) == set(TEST_PHOTOS)
+    assert not set(test["photo"]) & set(data[data["split"] == "train"]["photo"])
     for kind, (_, mos) in DISTORTIONS.items():
         rows = data[data["distortion"] == kind]
         assert np.all(np.diff(rows.groupby("level")["mos"].mean().to_numpy()) < 0)
     # The cue is in the pixels: darker levels really are darker.
-    dark = data[(data["distortion"] == "darken") & (data["reference"] == "coffee")].sort_values("level")
+    dark = data[(data["distortion"] == "darken") & (data["reference"] == "coffee-0")].sort_values("level")
     means = [np.asarray(load_image(p)).mean() for p in dark["path"]]
     assert np.all(np.diff(means) < 0)

@@ -1,13 +1,13 @@
 """The PRPO reward against hand-computed cases (../shared/reference/prpo.md) and a literal
 transcription of the formulas for larger random batches."""
 
-import itertools
 import math
 
 import numpy as np
 import pytest
 
 from rewards import prpo
+from rewards.prpo_literal import literal_pairwise, literal_triplet_ranking
 
 
 def iqa(*answers):
@@ -122,44 +122,6 @@ def test_triplet_ranking_fewer_than_three_items_is_zero():
 
 
 # ----------------------------------------------------------------------------- literal transcription
-
-
-def literal_pairwise(s, y):
-    batch, group = s.shape
-    out = np.zeros_like(s)
-    for i in range(batch):
-        order_i = sorted(range(group), key=lambda k: s[i, k])
-        for r, k in enumerate(order_i):
-            terms = []
-            for z in range(batch):
-                if z == i:
-                    continue
-                s_z = sorted(s[z])[r]
-                g = 1.0 if y[i] > y[z] else 0.0 if y[i] < y[z] else 0.5
-                p = 1.0 if s[i, k] > s_z else 0.0 if s[i, k] < s_z else 0.5
-                c = float(p == g)
-                den = abs(y[i] - y[z]) + abs(s[i, k] - y[i]) + abs(s_z - y[z])
-                if den == 0:
-                    terms.append(1.0)
-                    continue
-                m = abs(y[i] - y[z]) / den
-                terms.append(math.sqrt(c * m) + math.sqrt((1 - c) * (1 - m)))
-            out[i, k] = np.mean(terms)
-    return out
-
-
-def literal_triplet_ranking(s, y):
-    batch, group = s.shape
-    out = np.zeros_like(s)
-    for i in range(batch):
-        others = [j for j in range(batch) if j != i]
-        for k in range(group):
-            shares = []
-            for a, b in itertools.combinations(others, 2):
-                pairs = [(i, a), (a, b), (i, b)]
-                shares.append(np.mean([(s[m, k] > s[n, k]) == (y[m] > y[n]) for m, n in pairs]))
-            out[i, k] = np.mean(shares)
-    return out
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, run_cli
+from qadata.manifest import items, read_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -88,9 +89,10 @@ def test_resumed_run_continues_at_the_next_step(tiny_model, generated_data, tmp_
     assert after["steps_this_run"] == 1
     assert after["mlflow_run_id"] == before["mlflow_run_id"]
     state = json.loads((out / "checkpoints" / "step-000003" / "trainer_state.json").read_text())
-    assert state["step"] == 3 and len(state["history"]["reward"]) == 3
+    assert state["step"] == 3 and [s["step"] for s in state["history"]["steps"]] == [1, 2, 3]
     # Data position moved on: 3 steps of 4 items each.
-    assert state["sampler"]["epoch"] * 120 + state["sampler"]["position"] == 12
+    train_size = len(items(read_manifest(generated_data), "train"))
+    assert state["sampler"]["epoch"] * train_size + state["sampler"]["position"] == 12
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert metric_steps(uri, after["mlflow_run_id"], "reward/total") == [1, 2, 3]
 
