@@ -11,7 +11,6 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch

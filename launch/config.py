@@ -86,7 +86,6 @@ class AlgorithmConfig:
     kl_coef: float = MISSING
     kl_estimator: str = MISSING
     loss_aggregation: str = MISSING
-    drop_equal_groups: bool = MISSING
 
 
 @dataclass

@@ -137,12 +137,11 @@ def score(rewards: list, answers: list, mos: list[float]) -> dict[str, np.ndarra
     return ray.get(rewards[0].score.remote(texts, mos))
 
 
-def learning_samples(requests, answers, advantages: np.ndarray, keep: np.ndarray, ranks: int) -> list[list]:
+def learning_samples(requests, answers, advantages: np.ndarray, ranks: int) -> list[list]:
     """Answers with their advantages, dealt evenly to the learner ranks."""
     samples = [
         TrainSample(req.images, req.messages, c.token_ids, float(advantages[i, k]), c.logprobs)
         for i, (req, row) in enumerate(zip(requests, answers))
-        if keep[i]
         for k, c in enumerate(row)
     ]
     return [samples[r::ranks] for r in range(ranks)]
@@ -266,9 +265,11 @@ def main(argv: list[str] | None = None) -> dict:
             with timer.phase("reward"):
                 rewards = score(roles.rewards, answers, mos)
             with timer.phase("advantage"):
-                advantages, keep = compute_advantages(rewards["total"], cfg)
+                advantages = group_advantages(
+                    torch.as_tensor(rewards["total"]), cfg.algorithm.advantage, cfg.algorithm.advantage_eps
+                ).numpy()
             with timer.phase("learn"):
-                shards = learning_samples(requests, answers, advantages, keep, cfg.learner.num_ranks)
+                shards = learning_samples(requests, answers, advantages, cfg.learner.num_ranks)
                 learner_stats = roles.learners.train_step(shards)
             with timer.phase("sync"):
                 sync_weights(roles, step)
@@ -302,18 +303,6 @@ def main(argv: list[str] | None = None) -> dict:
     summary.update(weight_digests=digests, mlflow_run_id=tracker.run_id)
     (Path(cfg.run.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def compute_advantages(total: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
-    """Group advantages [B, K] and which groups to learn from [B]."""
-    advantages = group_advantages(torch.as_tensor(total), cfg.algorithm.advantage, cfg.algorithm.advantage_eps)
-    keep = np.ones(len(total), dtype=bool)
-    if cfg.algorithm.drop_equal_groups:
-        informative = np.ptp(total, axis=1) > 0
-        # Every learner rank needs at least one group to take part in the collective step.
-        if informative.sum() >= cfg.learner.num_ranks:
-            keep = informative
-    return advantages.numpy(), keep
 
 
 def progress_line(step: int, steps: int, m: dict) -> str:
@@ -351,7 +340,8 @@ def verify_sync(roles) -> dict:
     learner = roles.learners.weights_digest()
     rollouts = ray.get([actor.weights_digest.remote() for actor in roles.rollouts])
     if any(d != learner for d in rollouts):
-        raise RuntimeError(f"weight sync failed: learner {learner[:12]} but rollout actors {[d[:12] for d in rollouts]}")
+        short = [d[:12] for d in rollouts]
+        raise RuntimeError(f"weight sync failed: learner {learner[:12]} but rollout actors {short}")
     return {"learner": learner, "rollouts": rollouts}
 
 

@@ -8,8 +8,8 @@ import numpy as np
 class BatchSampler:
     """Yields lists of indices into `size` items, `batch_size` at a time, reshuffling each epoch.
 
-    A batch never spans two epochs' orders in a way that repeats an item: the tail of an epoch
-    that is shorter than a batch is completed from the next epoch's order.
+    The order of epoch e is a permutation seeded by (seed, e), so a state of (epoch, position)
+    is all a checkpoint needs. A batch that runs past an epoch's end continues in the next one.
     """
 
     def __init__(self, size: int, batch_size: int, seed: int):

@@ -236,20 +236,15 @@ def reward_components(
         "pairwise": pairwise,
         "triplet_ranking": ranking,
     }
-    core = (
-        weights.pairwise * parts["pairwise"]
-        - parts["std_penalty"]
-        + weights.balance_scale * weights.triplet_balance * parts["triplet_balance"]
-        + weights.triplet_ranking * parts["triplet_ranking"]
-    )
-    parts["response"] = weights.balance_scale * weights.triplet_balance * parts["triplet_balance"] - parts["std_penalty"]
+    balance = weights.balance_scale * weights.triplet_balance * parts["triplet_balance"]
+    parts["response"] = balance - parts["std_penalty"]
     parts["preference"] = weights.pairwise * parts["pairwise"] + weights.triplet_ranking * parts["triplet_ranking"]
     if task == "iqa":
         parts["rank_to_mos"] = rank_to_mos(predictions, mos, weights)
         parts["response"] = parts["response"] + weights.rank_to_mos * parts["rank_to_mos"]
-        parts["accuracy"] = (core + weights.rank_to_mos * parts["rank_to_mos"]) / weights.iqa_divisor
+        parts["accuracy"] = (parts["response"] + parts["preference"]) / weights.iqa_divisor
     else:
-        parts["accuracy"] = core
+        parts["accuracy"] = parts["response"] + parts["preference"]
     return parts
 
 

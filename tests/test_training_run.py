@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -75,8 +73,9 @@ def test_two_steps_two_zero3_ranks_then_weights_match(tiny_model, generated_data
 
 def test_resumed_run_continues_at_the_next_step(tiny_model, generated_data, tmp_path):
     out = tmp_path / "run"
+    settings = {"trainer.steps": 2, "trainer.checkpoint_every": 1}
     first = run_cli(["launch/grpo.py", "--config", "configs/local.yaml",
-                     *overrides(tiny_model, generated_data, out, **{"trainer.steps": 2, "trainer.checkpoint_every": 1})])
+                     *overrides(tiny_model, generated_data, out, **settings)])
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     before = json.loads((out / "summary.json").read_text())
     assert (out / "checkpoints" / "latest").read_text() == "step-000002"
