@@ -61,8 +61,17 @@ class HFRolloutBackend:
         prompt_width = inputs["input_ids"].shape[1]
         generated = out.sequences[:, prompt_width:].cpu()
         temperature = 1.0 if sampling.greedy else sampling.temperature
-        logits = torch.stack(out.logits, dim=1).float().cpu() / temperature  # [N, C, V]
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, generated.unsqueeze(-1)).squeeze(-1)
+        # One [N, V] step at a time: stacking all steps would hold N x C x V floats (GBs at a 152k vocab).
+        logprobs = torch.stack(
+            [
+                torch.log_softmax(step.float() / temperature, dim=-1)
+                .gather(-1, generated[:, t : t + 1].to(step.device))
+                .squeeze(-1)
+                .cpu()
+                for t, step in enumerate(out.logits)
+            ],
+            dim=1,
+        )  # [N, C]
         eos = set(self.processor.eos_ids)
         completions = []
         for row in range(generated.shape[0]):

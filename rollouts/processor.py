@@ -58,7 +58,7 @@ class QualityProcessor:
         image_grid_thw [total images, 3].
         """
         flat = [image for row in images for image in row]
-        vision = self.image_processor(images=flat, return_tensors="pt") if flat else {}
+        vision = self._vision(flat) if flat else {}
         grids = vision["image_grid_thw"].tolist() if flat else []
         texts, used = [], 0
         for conversation, row in zip(messages, images):
@@ -78,6 +78,20 @@ class QualityProcessor:
             inputs["pixel_values"] = vision["pixel_values"]
             inputs["image_grid_thw"] = vision["image_grid_thw"]
         return inputs
+
+    def _vision(self, images: list) -> dict[str, torch.Tensor]:
+        """Pixel patches and grids for `images`, processing each distinct picture object once
+        (a GRPO batch repeats every picture G times)."""
+        unique: dict[int, int] = {}
+        for image in images:
+            unique.setdefault(id(image), len(unique))
+        distinct = list({id(image): image for image in images}.values())
+        vision = self.image_processor(images=distinct, return_tensors="pt")
+        grids = vision["image_grid_thw"]
+        sizes = grids.prod(dim=1).tolist()
+        chunks = torch.split(vision["pixel_values"], sizes)
+        order = [unique[id(image)] for image in images]
+        return {"pixel_values": torch.cat([chunks[i] for i in order]), "image_grid_thw": grids[order]}
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
