@@ -97,7 +97,7 @@ def start_rollouts(cfg) -> list:
     ]
 
 
-def start_rewards(cfg) -> list:
+def start_reward(cfg):
     r = cfg.reward
     weights = PRPOWeights(
         std_margin=r.std_margin,
@@ -108,18 +108,17 @@ def start_rewards(cfg) -> list:
         triplet_ranking=r.triplet_ranking,
     )
     chunk = r.preference_chunk if r.preference_scope == "micro" else None
+    # One actor: the preference branch compares items across the whole batch it is given.
     actor = ray.remote(num_cpus=0)(RewardWorker)
-    return [
-        actor.remote(cfg.data.task, weights, r.format_weight, r.accuracy_weight, chunk) for _ in range(r.num_actors)
-    ]
+    return actor.remote(cfg.data.task, weights, r.format_weight, r.accuracy_weight, chunk)
 
 
 @dataclass
 class Roles:
     rollouts: list
-    rewards: list
+    reward: object
     learners: LearnerGroup
 
 
 def start_roles(cfg) -> Roles:
-    return Roles(start_rollouts(cfg), start_rewards(cfg), LearnerGroup(cfg))
+    return Roles(start_rollouts(cfg), start_reward(cfg), LearnerGroup(cfg))

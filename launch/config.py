@@ -64,7 +64,6 @@ class RolloutConfig:
 
 @dataclass
 class RewardConfig:
-    num_actors: int = MISSING
     preference_scope: str = MISSING
     preference_chunk: int = MISSING
     format_weight: float = MISSING
@@ -171,7 +170,6 @@ AT_LEAST_ONE = (
     "rollout.prompt_chunk",
     "rollout.threads",
     "learner.threads",
-    "reward.num_actors",
     "reward.preference_chunk",
     "learner.num_ranks",
     "learner.micro_batch",

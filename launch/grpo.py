@@ -132,9 +132,9 @@ def generate(rollouts: list, requests: list, sampling: SamplingSettings) -> list
     return [row for part in ray.get(futures) for row in part]
 
 
-def score(rewards: list, answers: list, mos: list[float]) -> dict[str, np.ndarray]:
+def score(reward, answers: list, mos: list[float]) -> dict[str, np.ndarray]:
     texts = [[c.text for c in row] for row in answers]
-    return ray.get(rewards[0].score.remote(texts, mos))
+    return ray.get(reward.score.remote(texts, mos))
 
 
 def learning_samples(requests, answers, advantages: np.ndarray, ranks: int) -> list[list]:
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
             with timer.phase("generate"):
                 answers = generate(roles.rollouts, requests, replace(sampling, seed=cfg.run.seed * 100003 + step))
             with timer.phase("reward"):
-                rewards = score(roles.rewards, answers, mos)
+                rewards = score(roles.reward, answers, mos)
             with timer.phase("advantage"):
                 advantages = group_advantages(
                     torch.as_tensor(rewards["total"]), cfg.algorithm.advantage, cfg.algorithm.advantage_eps

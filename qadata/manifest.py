@@ -38,17 +38,18 @@ def validate(frame: pd.DataFrame, source: str) -> None:
         if column not in frame.columns:
             raise ManifestError(f"{source}: missing column {column!r} (required: {', '.join(REQUIRED)})")
     mos = pd.to_numeric(frame["mos"], errors="coerce")
-    for row in frame.index[mos.isna()]:
-        raise ManifestError(f"{source}: row {row}, column 'mos': {frame.at[row, 'mos']!r} is not a number")
-    outside = frame.index[(mos < MOS_RANGE[0]) | (mos > MOS_RANGE[1])]
-    for row in outside:
-        raise ManifestError(
-            f"{source}: row {row}, column 'mos': {mos[row]} is outside [{MOS_RANGE[0]}, {MOS_RANGE[1]}] "
-            "(normalise MOS per dataset first)"
-        )
-    bad_kind = frame.index[~frame["kind"].isin(KINDS)]
-    for row in bad_kind:
-        raise ManifestError(f"{source}: row {row}, column 'kind': {frame.at[row, 'kind']!r} is not one of {KINDS}")
+    checks = (
+        ("mos", mos.isna(), "is not a number"),
+        ("mos", (mos < MOS_RANGE[0]) | (mos > MOS_RANGE[1]),
+         f"is outside [{MOS_RANGE[0]}, {MOS_RANGE[1]}] (normalise MOS per dataset first)"),
+        ("kind", ~frame["kind"].isin(KINDS), f"is not one of {KINDS}"),
+    )
+    for column, bad, problem in checks:
+        if bad.any():
+            row = frame.index[bad][0]
+            value = frame.at[row, column]
+            shown = repr(value) if isinstance(value, str) else value
+            raise ManifestError(f"{source}: row {row}, column {column!r}: {shown} {problem}")
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
