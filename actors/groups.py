@@ -79,22 +79,20 @@ class LearnerGroup:
         ray.get([r.save_pretrained.remote(folder) for r in self.ranks])
 
 
-def start_rollouts(cfg) -> list:
-    gpus = 1 if cfg.rollout.device != "cpu" else 0
-    actor = ray.remote(num_cpus=1, num_gpus=gpus)(RolloutWorker)
+def rollout_actors(count: int, backend: str, model_path: str, dtype: str, device: str, prompt_chunk: int,
+                   min_pixels: int | None, max_pixels: int | None, threads: int) -> list:
+    """`count` RolloutWorker actors, one GPU each unless on CPU."""
+    actor = ray.remote(num_cpus=1, num_gpus=0 if device == "cpu" else 1)(RolloutWorker)
     return [
-        actor.remote(
-            cfg.rollout.backend,
-            cfg.model.path,
-            cfg.model.dtype,
-            cfg.rollout.device,
-            cfg.rollout.prompt_chunk,
-            cfg.model.min_pixels,
-            cfg.model.max_pixels,
-            cfg.rollout.threads,
-        )
-        for _ in range(cfg.rollout.num_actors)
+        actor.remote(backend, model_path, dtype, device, prompt_chunk, min_pixels, max_pixels, threads)
+        for _ in range(count)
     ]
+
+
+def start_rollouts(cfg) -> list:
+    r, m = cfg.rollout, cfg.model
+    return rollout_actors(r.num_actors, r.backend, m.path, m.dtype, r.device, r.prompt_chunk, m.min_pixels,
+                          m.max_pixels, r.threads)
 
 
 def start_reward(cfg):

@@ -33,13 +33,14 @@ from launch import checkpoint  # noqa: E402
 from launch.config import ConfigError, flatten, load_config  # noqa: E402
 from launch.plots import training_curves  # noqa: E402
 from launch.tracking import Tracker  # noqa: E402
-from launch.validation import correlations, evaluate  # noqa: E402
+from launch.prediction import media_request  # noqa: E402
+from launch.quality_metrics import quality_metrics  # noqa: E402
+from launch.validation import evaluate  # noqa: E402
 from qadata.manifest import items, read_manifest  # noqa: E402
-from qadata.media import MediaError, load_image  # noqa: E402
+from qadata.media import MediaError  # noqa: E402
 from qadata.sampler import BatchSampler  # noqa: E402
 from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
 from rollouts.processor import require_model_folder  # noqa: E402
-from rollouts.prompts import chat_messages  # noqa: E402
 
 
 # Per-step metrics kept in the checkpointed history, for the summary and the curves plot.
@@ -81,12 +82,11 @@ class Data:
         if item.path in self.skipped:
             return None
         try:
-            image = load_image(item.path)
+            return media_request(item.item_id, item.path, item.kind, self.task)
         except MediaError as error:
             self.skipped[item.path] = str(error)
             print(f"skipping unreadable media ({len(self.skipped)} so far): {error}", flush=True)
             return None
-        return RolloutRequest(item.item_id, [image], chat_messages(self.task, 1))
 
     def batch(self, sampler: BatchSampler, size: int) -> tuple[list[RolloutRequest], list[float]]:
         requests, mos = [], []
@@ -176,7 +176,7 @@ def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.
         "response_length": float(np.mean([len(c.token_ids) for row in answers for c in row])),
     }
     item_means = predictions.mean(axis=1)
-    batch_srcc = correlations(item_means, np.asarray(mos))["srcc"]
+    batch_srcc = quality_metrics(item_means, np.asarray(mos))["srcc"]
     if batch_srcc is not None:
         metrics["answers/batch_srcc"] = batch_srcc
     for term in ("std_penalty", "triplet_balance", "rank_to_mos", "pairwise", "triplet_ranking"):
@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         history["eval"][str(step)] = result
         tracker.log_metrics({f"val/{k}": v for k, v in result.items() if v is not None}, step)
-        print(f"step {step} validation: SRCC {result['srcc']} PLCC {result['plcc']} "
-              f"({int(result['n'])} items, {int(result['parse_failures'])} unparsed)", flush=True)
+        print(f"step {step} validation: SRCC {result['srcc']} PLCC {result['plcc']} ({int(result['scored'])} of "
+              f"{int(result['items'])} items scored, {int(result['parse_failures'])} answers unparsed)", flush=True)
         return result
 
     if str(start_step) not in history["eval"]:

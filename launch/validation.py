@@ -1,48 +1,39 @@
-"""Validation during training: greedy (or mean-of-n) answers on held-out items -> SRCC / PLCC."""
+"""Metrics of one labelled set from its predictions; validation during training uses `evaluate.py`'s path."""
 
 from __future__ import annotations
 
 import numpy as np
-import ray
-from scipy import stats
 
-from rewards.prpo import format_reward, parse_answers
+from launch.prediction import ItemPrediction, predict, prediction_summary
+from launch.quality_metrics import quality_metrics
 from rollouts.backend import SamplingSettings
 
 
-def correlations(predictions: np.ndarray, mos: np.ndarray) -> dict[str, float | None]:
-    """SRCC and PLCC; None where undefined (fewer than 2 items, or a constant side)."""
-    if len(mos) < 2 or np.ptp(predictions) == 0 or np.ptp(mos) == 0:
-        return {"srcc": None, "plcc": None}
-    return {
-        "srcc": float(stats.spearmanr(predictions, mos).statistic),
-        "plcc": float(stats.pearsonr(predictions, mos).statistic),
-    }
+def eval_sampling(greedy: bool, samples: int, max_new_tokens: int, temperature: float, seed: int) -> SamplingSettings:
+    """Greedy (one answer per item) or `samples` answers at `temperature`."""
+    return SamplingSettings(n=1 if greedy else samples, greedy=greedy, max_new_tokens=max_new_tokens,
+                            temperature=temperature, seed=seed)
+
+
+def set_metrics(predictions: list[ItemPrediction], mos: list[float]) -> dict[str, float | None]:
+    """quality_metrics over the scored items, plus the counts of `prediction_summary`.
+
+    Items that failed (unparseable answers, unreadable media) are left out of the correlations and
+    counted, never given a substitute score.
+    """
+    scored = [(p.score, m) for p, m in zip(predictions, mos) if p.score is not None]
+    x = np.array([s for s, _ in scored], dtype=float)
+    y = np.array([m for _, m in scored], dtype=float)
+    out = quality_metrics(x, y)
+    out.update(prediction_summary(predictions))
+    out["prediction_mean"] = float(x.mean()) if len(x) else None
+    out["prediction_std"] = float(x.std()) if len(x) else None
+    return out
 
 
 def evaluate(rollouts: list, requests: list, mos: list[float], task: str, greedy: bool, samples: int,
              max_new_tokens: int, batch_size: int, temperature: float = 1.0, seed: int = 0) -> dict[str, float | None]:
-    """Answers for every request through the rollout actors; metrics on the [1, 5] scale.
-
-    Greedy, or the mean of `samples` answers at `temperature` per item. Unparseable answers count
-    in `parse_failures` and keep the reference parser's value.
-    """
-    sampling = SamplingSettings(
-        n=1 if greedy else samples, greedy=greedy, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
-    )
-    chunks = [requests[i : i + batch_size] for i in range(0, len(requests), batch_size)]
-    futures = [rollouts[i % len(rollouts)].generate.remote(chunk, sampling) for i, chunk in enumerate(chunks)]
-    answers = [row for part in ray.get(futures) for row in part]
-    texts = [[c.text for c in row] for row in answers]
-    predictions = parse_answers(texts, task).mean(axis=-1).mean(axis=-1)  # [B]
-    formatted = format_reward([t for row in texts for t in row], task)
-    mos_array = np.asarray(mos, dtype=np.float64)
-    out = correlations(predictions, mos_array)
-    out.update(
-        n=float(len(mos)),
-        parse_failures=float((formatted == 0).sum()),
-        prediction_mean=float(predictions.mean()),
-        prediction_std=float(predictions.std()),
-        mae=float(np.abs(predictions - mos_array).mean()),
-    )
-    return out
+    """Validation during training: already-loaded requests through the rollout actors -> set_metrics."""
+    sampling = eval_sampling(greedy, samples, max_new_tokens, temperature, seed)
+    predictions = predict(rollouts, requests, lambda r: r, lambda r: r.item_id, task, sampling, batch_size)
+    return set_metrics(predictions, mos)

@@ -75,8 +75,8 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
 
 
 def items(frame: pd.DataFrame, split: str, source: str = "manifest") -> list[Item]:
-    """The items of one split, in manifest order; an empty split is an error naming it."""
-    chosen = frame[frame["split"] == split]
+    """The items of one split ("all": every row), in manifest order; an empty split is an error naming it."""
+    chosen = frame if split == "all" else frame[frame["split"] == split]
     if chosen.empty:
         raise ManifestError(f"{source}: no rows with split {split!r} (splits: {sorted(frame['split'].unique())})")
     return [

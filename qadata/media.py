@@ -26,3 +26,10 @@ def load_image(path: str | Path) -> Image.Image:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
     return image.convert("RGB")
+
+
+def load_pictures(path: str | Path, kind: str) -> list[Image.Image]:
+    """The pictures the model sees for one item: [image] for an image."""
+    if kind == "image":
+        return [load_image(path)]
+    raise MediaError(f"{path}: {kind!r} items cannot be read yet (images only)")

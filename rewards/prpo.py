@@ -69,6 +69,25 @@ def parse_answers(texts: list[list[str]], task: str) -> np.ndarray:
     return np.stack([np.stack([parse_answer(t, task) for t in row]) for row in texts])
 
 
+_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def read_scores(text: str, task: str) -> np.ndarray | None:
+    """The strict parse used for evaluation: the D numbers of the last `<answer>` block, or None.
+
+    None (a parse failure) when there is no closed answer block, it holds other than D numbers, or
+    a number is off the [1, 5] scale. Unlike `parse_answer`, nothing is guessed or padded.
+    """
+    blocks = _ANSWER_BLOCK.findall(text)
+    if not blocks:
+        return None
+    numbers = re.findall(_FORMAT_NUMBER, blocks[-1])
+    if len(numbers) != answer_dims(task):
+        return None
+    vector = np.asarray([float(x) for x in numbers])
+    return vector if np.all((vector >= 1.0) & (vector <= 5.0)) else None
+
+
 def _format_pattern(task: str) -> re.Pattern:
     dims = answer_dims(task)
     numbers = rf"{_FORMAT_NUMBER}(?:[ \t]*\n\s*{_FORMAT_NUMBER}){{{dims - 1}}}"

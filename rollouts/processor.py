@@ -26,6 +26,14 @@ def require_model_folder(folder: str | Path) -> Path:
     return folder
 
 
+def resolve_model(path: str | Path) -> Path:
+    """A saved model folder, or a preresq run folder's `policy/` (its final weights)."""
+    path = Path(path)
+    if not (path / "config.json").is_file() and (path / "policy" / "config.json").is_file():
+        return path / "policy"
+    return require_model_folder(path)
+
+
 class QualityProcessor:
     """Tokenizer + image processor of one model folder, with left padding for generation."""
 

@@ -1,0 +1,214 @@
+"""Evaluate a quality model on labelled sets: SRCC / PLCC / KRCC / MAE per dataset, tables, plots, JSON.
+
+    python launch/evaluate.py --model artifacts/run/policy \
+        --manifest artifacts/data/generated/manifest.parquet --split test
+    python launch/evaluate.py --model PATH --manifest koniq.parquet --manifest spaq.parquet --samples 6
+
+The model (any local Qwen2.5-VL folder, or a preresq run folder with `policy/`) answers through the
+rollout actors, as in training; on a Ray cluster (RAY_ADDRESS, `ray job submit`) `--num-actors`
+spreads the sets over it. Writes results.md / results.csv / predictions.json / scatter.png /
+errors.png to --output-dir and logs them to MLflow unless --no-tracking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+
+from launch.brisque_baseline import brisque_score, brisque_to_mos_scale  # noqa: E402
+from launch.eval_report import (  # noqa: E402
+    error_plot, markdown_table, published_comparison, results_frame, scatter_plot,
+)
+from launch.prediction import TASK_OF_KIND, ItemPrediction, media_request, predict, start_scorers  # noqa: E402
+from launch.quality_metrics import quality_metrics  # noqa: E402
+from launch.tracking import Tracker  # noqa: E402
+from launch.validation import eval_sampling, set_metrics  # noqa: E402
+from qadata.manifest import Item, ManifestError, items, read_manifest  # noqa: E402
+from qadata.media import MediaError, load_image  # noqa: E402
+from rollouts.processor import resolve_model  # noqa: E402
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="Qwen2.5-VL folder, or a preresq run folder holding policy/")
+    p.add_argument("--manifest", action="append", required=True, help="a manifest (Parquet); repeat for several")
+    p.add_argument("--split", default="all", help="split to evaluate in every manifest ('all': every row)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many items per dataset")
+    p.add_argument("--samples", type=int, default=1,
+                   help="1: greedy decoding; n > 1: the mean of n sampled answers per item, with their spread")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature when --samples > 1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=16, help="items per rollout call")
+    p.add_argument("--num-actors", type=int, default=1, help="rollout actors (one GPU each unless --device cpu)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)), help="torch threads per CPU actor")
+    p.add_argument("--baseline", default="brisque", choices=["brisque", "none"], help="classical baseline row")
+    p.add_argument("--output-dir", default="artifacts/eval")
+    p.add_argument("--name", default=None, help="the method's name in the tables (default: model folder name)")
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: MLFLOW_TRACKING_URI or sqlite)")
+    p.add_argument("--experiment", default="preresq-eval")
+    args = p.parse_args(argv)
+    for name in ("samples", "batch_size", "num_actors", "max_new_tokens", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        p.error("--limit must be at least 1")
+    return args
+
+
+def load_sets(manifests: list[str], split: str, limit: int | None) -> dict[str, list[Item]]:
+    """dataset name -> its items, over every manifest; one kind per dataset."""
+    sets: dict[str, list[Item]] = {}
+    for path in manifests:
+        for item in items(read_manifest(path), split, path):
+            sets.setdefault(item.dataset, []).append(item)
+    for name, members in sets.items():
+        kinds = {i.kind for i in members}
+        if len(kinds) > 1:
+            raise ManifestError(f"dataset {name!r} mixes kinds {sorted(kinds)}: split it into one dataset per kind")
+    return {name: members[:limit] for name, members in sets.items()}
+
+
+def brisque_chunk(paths: list[str]) -> list[tuple[float | None, str | None]]:
+    out = []
+    for path in paths:
+        try:
+            out.append((brisque_score(load_image(path)), None))
+        except MediaError as error:
+            out.append((None, str(error)))
+    return out
+
+
+def brisque_scores(members: list[Item], chunk: int = 32) -> list[tuple[float | None, str | None]]:
+    """BRISQUE of each image item, as Ray tasks over chunks (so it spreads over a cluster)."""
+    task = ray.remote(num_cpus=1)(brisque_chunk)
+    paths = [i.path for i in members]
+    futures = [task.remote(paths[s : s + chunk]) for s in range(0, len(paths), chunk)]
+    return [row for part in ray.get(futures) for row in part]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    try:
+        model = resolve_model(args.model)
+        sets = load_sets(args.manifest, args.split, args.limit)
+    except (FileNotFoundError, ManifestError) as error:
+        raise SystemExit(f"preresq evaluate: {error}") from None
+    method = args.name or (model.parent.name if model.name == "policy" else model.name)
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rollouts = start_scorers(model, args.num_actors, args.device, args.dtype, args.threads)
+    sampling = eval_sampling(args.samples == 1, args.samples, args.max_new_tokens, args.temperature, args.seed)
+    started = time.time()
+
+    rows, records, plotted, ours = [], [], {}, {}
+    for name, members in sets.items():
+        task = TASK_OF_KIND[members[0].kind]
+        predictions = predict(
+            rollouts, members, lambda i: media_request(i.item_id, i.path, i.kind, task), lambda i: i.item_id,
+            task, sampling, args.batch_size, desc=f"{name} ({len(members)} items)",
+        )
+        mos = [i.mos for i in members]
+        metrics = set_metrics(predictions, mos)
+        ours[name] = metrics
+        rows.append({"method": method, "dataset": name, **metrics})
+        scored = [(p.score, i.mos) for p, i in zip(predictions, members) if p.score is not None]
+        plotted[name] = (np.array([s for s, _ in scored]), np.array([m for _, m in scored]))
+        baseline = brisque_rows(name, members) if args.baseline == "brisque" and task == "iqa" else None
+        if baseline is not None:
+            rows.append(baseline[0])
+        records.extend(item_record(name, item, p, baseline[1][k] if baseline else None)
+                       for k, (item, p) in enumerate(zip(members, predictions)))
+        print(f"{name}: SRCC {fmt(metrics['srcc'])} PLCC {fmt(metrics['plcc'])} "
+              f"({int(metrics['scored'])}/{int(metrics['items'])} scored, {int(metrics['parse_failures'])} "
+              f"answers unparsed, {int(metrics['unreadable'])} unreadable)", flush=True)
+
+    table = results_frame(rows)
+    comparison, sources = published_comparison(ours, method)
+    decoding = "greedy" if args.samples == 1 else f"mean of {args.samples} samples at T={args.temperature}"
+    files = write_outputs(out_dir, table, comparison, sources, records, plotted, method, decoding, args)
+    summary = {"method": method, "model": str(model), "decoding": decoding, "seconds": time.time() - started,
+               "results": table.replace({np.nan: None}).to_dict(orient="records"), "files": [str(f) for f in files]}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not args.no_tracking:
+        log_to_mlflow(args, method, table, files + [out_dir / "summary.json"])
+    print(markdown_table(table))
+    print(f"\nwrote {', '.join(f.name for f in files)} to {out_dir}")
+    ray.shutdown()
+    return summary
+
+
+def brisque_rows(name: str, members: list[Item]) -> tuple[dict, list[float | None]]:
+    """BRISQUE's table row for one image set, and each item's BRISQUE score."""
+    scored = brisque_scores(members)
+    values = np.array([np.nan if s is None else s for s, _ in scored])
+    mos = np.array([i.mos for i in members])
+    keep = np.isfinite(values)
+    # Lower BRISQUE is better: correlations use its negation; MAE uses a fixed map onto [1, 5].
+    metrics = quality_metrics(-values[keep], mos[keep])
+    metrics["mae"] = float(np.mean(np.abs([brisque_to_mos_scale(v) for v in values[keep]] - mos[keep]))) \
+        if keep.any() else None
+    unreadable = float((~keep).sum())
+    row = {"method": "BRISQUE", "dataset": name, **metrics, "items": float(len(members)), "scored": float(keep.sum()),
+           "parse_failures": 0.0, "unparsed_items": 0.0, "unreadable": unreadable}
+    return row, [s for s, _ in scored]
+
+
+def item_record(dataset: str, item: Item, p: ItemPrediction, brisque: float | None) -> dict:
+    return {"dataset": dataset, "path": item.path, "mos": item.mos, **p.to_dict(), "brisque": brisque}
+
+
+def write_outputs(out_dir: Path, table, comparison: str, sources: list[str], records: list[dict],
+                  plotted: dict, method: str, decoding: str, args) -> list[Path]:
+    csv = out_dir / "results.csv"
+    table.to_csv(csv, index=False)
+    md = out_dir / "results.md"
+    text = [f"# Evaluation of {method}", "", f"Decoding: {decoding}; split: {args.split}; seed {args.seed}.",
+            "PLCC is given raw and after the 4-parameter logistic fit; undefined means a constant side or < 3 items.",
+            "BRISQUE: correlations of its negated score (lower is better); MAE after a fixed map 0..100 -> 5..1.",
+            "", markdown_table(table)]
+    if comparison:
+        text += ["", "## Beside published results (PLCC/SRCC)", "", comparison, "", "Sources:"]
+        text += [f"- {s}" for s in sources]
+    md.write_text("\n".join(text) + "\n")
+    predictions = out_dir / "predictions.json"
+    predictions.write_text(json.dumps(records, indent=1))
+    scatter = scatter_plot(plotted, out_dir / "scatter.png", f"{method}: predicted score vs MOS ({decoding})")
+    errors = error_plot(plotted, out_dir / "errors.png", f"{method}: score error per dataset ({decoding})")
+    return [md, csv, predictions, scatter, errors]
+
+
+def log_to_mlflow(args, method: str, table, files: list[Path]) -> None:
+    params = {"model": args.model, "manifests": ",".join(args.manifest), "split": args.split,
+              "samples": args.samples, "temperature": args.temperature, "seed": args.seed}
+    tracker = Tracker(True, args.tracking_uri, args.experiment, f"eval-{method}", params)
+    metrics = {}
+    for _, row in table.iterrows():
+        prefix = re.sub(r"[^\w\-./ ]", "_", f"{row['method']}/{row['dataset']}")
+        for key in ("srcc", "plcc", "plcc_logistic", "krcc", "mae", "scored", "parse_failures", "unreadable"):
+            if row[key] is not None and np.isfinite(row[key]):
+                metrics[f"{prefix}/{key}"] = float(row[key])
+    tracker.log_metrics(metrics, 0)
+    for path in files:
+        tracker.log_artifact(str(path))
+    tracker.finish()
+
+
+def fmt(value) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    main()

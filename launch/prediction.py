@@ -1,0 +1,153 @@
+"""Scoring items through the rollout actors: one code path for validation, `evaluate.py` and `score.py`.
+
+Items are loaded lazily, a chunk at a time, so a 10k-image set never sits in memory; answers are
+parsed strictly (`rewards.prpo.read_scores`): an unparseable answer is a counted failure, never a
+substitute score.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+import numpy as np
+import ray
+from tqdm import tqdm
+
+from actors.groups import rollout_actors
+from qadata.media import MediaError, load_pictures
+from rewards.prpo import read_scores
+from rollouts.backend import RolloutRequest, SamplingSettings
+from rollouts.prompts import chat_messages
+
+T = TypeVar("T")
+TASK_OF_KIND = {"image": "iqa", "video": "vqa"}
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+@dataclass
+class ItemPrediction:
+    """One item's result. `score` is the mean over its parseable answers, on [1, 5]; None if none parsed.
+
+    `aspects` [D] are the per-aspect means; `answers` are the raw completions; `error` names why the
+    item was not scored at all (unreadable media).
+    """
+
+    item_id: str
+    score: float | None = None
+    score_std: float | None = None
+    aspects: list[float] | None = None
+    reasoning: str | None = None
+    answers: list[str] = field(default_factory=list)
+    parsed: int = 0
+    error: str | None = None
+
+    @property
+    def failures(self) -> int:
+        """Answers that did not parse."""
+        return len(self.answers) - self.parsed
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def start_scorers(model: str | Path, count: int, device: str, dtype: str, threads: int) -> list:
+    """Rollout actors for evaluation or scoring: joins RAY_ADDRESS's cluster, else starts a local Ray."""
+    os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, count + 1), include_dashboard=False)
+    return rollout_actors(count, "hf", str(model), dtype, device, 8, None, None, threads)
+
+
+def media_request(item_id: str, path: str, kind: str, task: str) -> RolloutRequest:
+    """The rollout request for one media file (MediaError if it cannot be read)."""
+    pictures = load_pictures(path, kind)
+    return RolloutRequest(item_id, pictures, chat_messages(task, len(pictures)))
+
+
+def read_item(item_id: str, texts: list[str], task: str) -> ItemPrediction:
+    """An item's n completions -> its prediction: mean and population std over the parseable ones."""
+    vectors = [(text, read_scores(text, task)) for text in texts]
+    good = [(text, v) for text, v in vectors if v is not None]
+    out = ItemPrediction(item_id, answers=list(texts), parsed=len(good))
+    if good:
+        stacked = np.stack([v for _, v in good])  # [n, D]
+        scores = stacked.mean(axis=1)
+        out.score, out.score_std = float(scores.mean()), float(scores.std())
+        out.aspects = [round(float(a), 4) for a in stacked.mean(axis=0)]
+        think = _THINK.search(good[0][0])
+        out.reasoning = think.group(1).strip() if think else None
+    return out
+
+
+def predict(rollouts: list, items: Sequence[T], load: Callable[[T], RolloutRequest], item_id: Callable[[T], str],
+            task: str, sampling: SamplingSettings, batch_size: int, desc: str | None = None,
+            on_chunk: Callable[[list[ItemPrediction]], None] | None = None) -> list[ItemPrediction]:
+    """Predictions for `items` in order, through the rollout actors.
+
+    `load` turns an item into a request (MediaError: the item is kept with its error, and the rest goes
+    on). At most two chunks of `batch_size` items per actor are loaded at once. `on_chunk` sees each
+    finished chunk (in order), e.g. to append it to a results file. A progress bar with ETA when `desc`.
+    """
+    chunks = [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+    bar = tqdm(total=len(items), desc=desc, unit="item", disable=desc is None, dynamic_ncols=True)
+    pending: deque = deque()  # (chunk index, loaded predictions/requests, future or None)
+    results: list[ItemPrediction] = []
+    next_chunk = 0
+
+    def submit(index: int) -> None:
+        loaded, requests = [], []
+        for item in chunks[index]:
+            try:
+                request = load(item)
+                loaded.append(request)
+                requests.append(request)
+            except MediaError as error:
+                loaded.append(ItemPrediction(item_id(item), error=str(error)))
+        actor = rollouts[index % len(rollouts)]
+        future = actor.generate.remote(requests, sampling) if requests else None
+        pending.append((loaded, future))
+
+    while next_chunk < len(chunks) and len(pending) < 2 * len(rollouts):
+        submit(next_chunk)
+        next_chunk += 1
+    while pending:
+        loaded, future = pending.popleft()
+        answers = iter(ray.get(future) if future is not None else [])
+        done = []
+        for entry in loaded:
+            if isinstance(entry, ItemPrediction):
+                done.append(entry)
+            else:
+                done.append(read_item(entry.item_id, [c.text for c in next(answers)], task))
+        if next_chunk < len(chunks):
+            submit(next_chunk)
+            next_chunk += 1
+        results.extend(done)
+        if on_chunk is not None:
+            on_chunk(done)
+        bar.update(len(done))
+    bar.close()
+    return results
+
+
+def prediction_summary(predictions: list[ItemPrediction]) -> dict[str, float]:
+    """Counts over a set's predictions: items, scored items, answer parse failures, unreadable media."""
+    answers = sum(len(p.answers) for p in predictions)
+    failures = sum(p.failures for p in predictions)
+    stds = [p.score_std for p in predictions if p.score_std is not None]
+    return {
+        "items": float(len(predictions)),
+        "scored": float(sum(p.score is not None for p in predictions)),
+        "parse_failures": float(failures),
+        "unparsed_items": float(sum(p.error is None and p.score is None for p in predictions)),
+        "unreadable": float(sum(p.error is not None for p in predictions)),
+        "parse_rate": float(1 - failures / answers) if answers else 0.0,
+        "sample_std": float(np.mean(stds)) if stds else 0.0,
+    }

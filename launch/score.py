@@ -1,0 +1,197 @@
+"""Score your own images and videos with a trained model: a score on [1, 5], aspect scores, reasoning.
+
+    python launch/score.py --model artifacts/run/policy photos/ clip.mp4 --output scores.csv
+    python launch/score.py --model PATH --list paths.txt --output scores.jsonl --samples 6
+
+Inputs are files, folders (searched recursively) and `--list` files of paths, one per line. Output is
+CSV or JSONL by its extension, a row per file, appended a batch at a time: rerun the same command
+after an interruption and files already in the output are skipped (`--retry-errors` re-scores those
+that failed). A file that cannot be scored gets its error in the row; the rest goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import ray  # noqa: E402
+
+from launch.prediction import TASK_OF_KIND, ItemPrediction, media_request, predict, start_scorers  # noqa: E402
+from launch.validation import eval_sampling  # noqa: E402
+from rollouts.processor import resolve_model  # noqa: E402
+from rollouts.prompts import IQA_ASPECTS, VQA_SCORES  # noqa: E402
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".3gp"}
+ASPECTS = {"iqa": IQA_ASPECTS, "vqa": VQA_SCORES}
+COLUMNS = ["path", "kind", "score", "score_std", *IQA_ASPECTS, *VQA_SCORES, "answers", "parsed", "reasoning", "error"]
+
+
+def kind_of(path: str) -> str | None:
+    suffix = Path(path).suffix.lower()
+    return "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
+
+
+def collect(inputs: list[str], lists: list[str]) -> list[str]:
+    """Every path to score, in a stable order, without repeats; folders are searched recursively."""
+    paths: list[str] = []
+    for listing in lists:
+        text = Path(listing).read_text()
+        paths.extend(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    for entry in inputs:
+        folder = Path(entry)
+        if folder.is_dir():
+            found = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+            paths.extend(str(p) for p in found)
+        else:
+            paths.append(entry)
+    seen: set[str] = set()
+    return [p for p in paths if not (p in seen or seen.add(p))]
+
+
+class ScoreFile:
+    """The output file: CSV or JSONL, one row per path; rows are appended whole and flushed per batch."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.format = {".csv": "csv", ".jsonl": "jsonl"}.get(self.path.suffix.lower())
+        if self.format is None:
+            raise ValueError(f"--output {self.path}: use a .csv or .jsonl file name")
+
+    def read(self) -> list[dict]:
+        """Rows already written; a torn last line (an interrupted write) is dropped from the file."""
+        if not self.path.is_file():
+            return []
+        text = self.path.read_text()
+        rows, good = [], 0
+        if self.format == "jsonl":
+            for line in text.splitlines(keepends=True):
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+                if not line.endswith("\n"):
+                    rows.pop()
+                    break
+                good += len(line)
+        else:  # one line per row (newlines in values are written as spaces)
+            good = text.rfind("\n") + 1
+            rows = list(csv.DictReader(io.StringIO(text[:good])))
+        if good < len(text):
+            self.rewrite(rows)
+        return rows
+
+    def rewrite(self, rows: list[dict]) -> None:
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_text(self._encode(rows, header=self.format == "csv"))
+        tmp.replace(self.path)
+
+    def append(self, rows: list[dict]) -> None:
+        header = self.format == "csv" and (not self.path.is_file() or self.path.stat().st_size == 0)
+        with open(self.path, "a") as handle:
+            handle.write(self._encode(rows, header))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _encode(self, rows: list[dict], header: bool) -> str:
+        if self.format == "jsonl":
+            return "".join(json.dumps(row) + "\n" for row in rows)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+        if header:
+            writer.writeheader()
+        writer.writerows({k: "" if v is None else str(v).replace("\n", " ") for k, v in row.items()} for row in rows)
+        return buffer.getvalue()
+
+
+def row_of(path: str, kind: str | None, task: str | None, p: ItemPrediction) -> dict:
+    row = {column: None for column in COLUMNS}
+    row.update(path=path, kind=kind, score=p.score, score_std=p.score_std, answers=len(p.answers), parsed=p.parsed,
+               reasoning=p.reasoning, error=p.error)
+    if p.aspects is not None:
+        row.update(zip(ASPECTS[task], p.aspects))
+    if p.error is None and p.score is None:
+        row["error"] = f"no parseable answer in {len(p.answers)} (see --samples, --max-new-tokens)"
+    return row
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", help="image or video files, or folders")
+    p.add_argument("--list", action="append", default=[], help="a text file of paths, one per line")
+    p.add_argument("--model", required=True, help="Qwen2.5-VL folder, or a preresq run folder holding policy/")
+    p.add_argument("--output", required=True, help="scores.csv or scores.jsonl (appended; reruns resume)")
+    p.add_argument("--retry-errors", action="store_true", help="re-score files whose earlier row has an error")
+    p.add_argument("--samples", type=int, default=1, help="1: greedy; n > 1: mean of n samples with their std")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=16, help="files per rollout call (and per write)")
+    p.add_argument("--num-actors", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 2))
+    args = p.parse_args(argv)
+    if not args.inputs and not args.list:
+        p.error("give files or folders to score, or --list")
+    for name in ("samples", "batch_size", "num_actors", "max_new_tokens", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    try:
+        model = resolve_model(args.model)
+        output = ScoreFile(args.output)
+        paths = collect(args.inputs, args.list)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"preresq score: {error}") from None
+    previous = output.read()
+    if args.retry_errors and any(r.get("error") for r in previous):
+        previous = [r for r in previous if not r.get("error")]
+        output.rewrite(previous)
+    done = {r["path"] for r in previous}
+    todo = [p for p in paths if p not in done]
+    print(f"{len(paths)} files: {len(paths) - len(todo)} already in {output.path}, {len(todo)} to score", flush=True)
+
+    rejected = [p for p in todo if kind_of(p) is None or not Path(p).is_file()]
+    if rejected:
+        output.append([row_of(p, kind_of(p), None, ItemPrediction(p, error=rejection(p))) for p in rejected])
+    by_kind = {kind: [p for p in todo if p not in rejected and kind_of(p) == kind] for kind in ("image", "video")}
+    if any(by_kind.values()):
+        rollouts = start_scorers(model, args.num_actors, args.device, args.dtype, args.threads)
+        sampling = eval_sampling(args.samples == 1, args.samples, args.max_new_tokens, args.temperature, args.seed)
+        for kind, members in by_kind.items():
+            if not members:
+                continue
+            task = TASK_OF_KIND[kind]
+            predict(rollouts, members, lambda path: media_request(path, path, kind, task), lambda path: path, task,
+                    sampling, args.batch_size, desc=f"scoring {len(members)} {kind}s",
+                    on_chunk=lambda chunk: output.append([row_of(p.item_id, kind, task, p) for p in chunk]))
+        ray.shutdown()
+    rows = output.read()
+    failed = sum(bool(r.get("error")) for r in rows)
+    print(f"{output.path}: {len(rows)} rows, {failed} with an error", flush=True)
+    return {"rows": len(rows), "errors": failed, "scored_now": len(todo)}
+
+
+def rejection(path: str) -> str:
+    if not Path(path).exists():
+        return f"{path}: no such file"
+    if not Path(path).is_file():
+        return f"{path}: not a file"
+    kinds = f"images {sorted(IMAGE_SUFFIXES)}, videos {sorted(VIDEO_SUFFIXES)}"
+    return f"{path}: unsupported file type {Path(path).suffix or '(none)'!r} ({kinds})"
+
+
+if __name__ == "__main__":
+    main()
