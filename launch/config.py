@@ -49,6 +49,14 @@ class DataConfig:
 
 
 @dataclass
+class VideoConfig:
+    global_frames: int = MISSING
+    grid_columns: int = MISSING
+    cell_scale: float = MISSING
+    local_frames: int = MISSING
+
+
+@dataclass
 class RolloutConfig:
     backend: str = MISSING
     num_actors: int = MISSING
@@ -142,6 +150,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
@@ -181,6 +190,9 @@ AT_LEAST_ONE = (
     "trainer.keep_checkpoints",
     "eval.samples",
     "eval.batch_size",
+    "video.global_frames",
+    "video.grid_columns",
+    "video.local_frames",
 )
 
 
@@ -222,6 +234,8 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
     for key in AT_LEAST_ONE:
         if OmegaConf.select(config, key) < 1:
             raise ConfigError(f"config key {key!r} must be at least 1, got {OmegaConf.select(config, key)}")
+    if not 0 < config.video.cell_scale <= 1:
+        raise ConfigError(f"config key 'video.cell_scale' must be in (0, 1], got {config.video.cell_scale}")
     if config.rollout.temperature <= 0:
         raise ConfigError("config key 'rollout.temperature' must be positive")
     if config.learner.comm_backend == "nccl" and config.learner.device == "cpu":

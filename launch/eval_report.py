@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -88,6 +89,10 @@ def published_comparison(ours: dict[str, dict], method: str) -> tuple[str, list[
     return "\n".join(lines), sources
 
 
+def _wrap(title: str, fig) -> str:
+    return textwrap.fill(title, width=int(fig.get_figwidth() * 11))
+
+
 def _grid(count: int) -> tuple:
     cols = min(4, count)
     rows = int(np.ceil(count / cols))
@@ -109,7 +114,7 @@ def scatter_plot(sets: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, tit
             ax.legend(fontsize=7)
         ax.plot([1, 5], [1, 5], color="grey", linewidth=0.5, linestyle="--")
         ax.set(xlabel="predicted score", ylabel="MOS [1-5]", title=f"{name} (n={len(x)})")
-    fig.suptitle(title)
+    fig.suptitle(_wrap(title, fig), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -125,7 +130,8 @@ def error_plot(sets: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title
         ax.violinplot(errors, showmedians=True)
         ax.set_xticks(range(1, len(names) + 1), names, rotation=20, fontsize=8)
     ax.axhline(0.0, color="grey", linewidth=0.5)
-    ax.set(ylabel="prediction - MOS", title=title)
+    ax.set_ylabel("prediction - MOS")
+    ax.set_title(_wrap(title, fig), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -23,14 +22,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import ray  # noqa: E402
 
 from launch.brisque_baseline import brisque_score, brisque_to_mos_scale  # noqa: E402
 from launch.eval_report import (  # noqa: E402
-    error_plot, markdown_table, published_comparison, results_frame, scatter_plot,
+    METRICS, error_plot, markdown_table, published_comparison, results_frame, scatter_plot,
 )
 from launch.prediction import TASK_OF_KIND, ItemPrediction, media_request, predict, start_scorers  # noqa: E402
 from launch.quality_metrics import quality_metrics  # noqa: E402
+from launch.scoring_args import add_scoring_args, check_scoring_args  # noqa: E402
 from launch.tracking import Tracker  # noqa: E402
 from launch.validation import eval_sampling, set_metrics  # noqa: E402
 from qadata.manifest import Item, ManifestError, items, read_manifest  # noqa: E402
@@ -39,20 +40,11 @@ from rollouts.processor import resolve_model  # noqa: E402
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="Qwen2.5-VL folder, or a preresq run folder holding policy/")
+    add_scoring_args(p)
     p.add_argument("--manifest", action="append", required=True, help="a manifest (Parquet); repeat for several")
     p.add_argument("--split", default="all", help="split to evaluate in every manifest ('all': every row)")
     p.add_argument("--limit", type=int, default=None, help="at most this many items per dataset")
-    p.add_argument("--samples", type=int, default=1,
-                   help="1: greedy decoding; n > 1: the mean of n sampled answers per item, with their spread")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature when --samples > 1")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=16, help="items per rollout call")
-    p.add_argument("--num-actors", type=int, default=1, help="rollout actors (one GPU each unless --device cpu)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)), help="torch threads per CPU actor")
+    p.add_argument("--by", default=None, help="also report per value of this manifest column (e.g. distortion)")
     p.add_argument("--baseline", default="brisque", choices=["brisque", "none"], help="classical baseline row")
     p.add_argument("--output-dir", default="artifacts/eval")
     p.add_argument("--name", default=None, help="the method's name in the tables (default: model folder name)")
@@ -60,50 +52,57 @@ def parse_args(argv):
     p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: MLFLOW_TRACKING_URI or sqlite)")
     p.add_argument("--experiment", default="preresq-eval")
     args = p.parse_args(argv)
-    for name in ("samples", "batch_size", "num_actors", "max_new_tokens", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    args.video = check_scoring_args(p, args)
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
     return args
 
 
-def load_sets(manifests: list[str], split: str, limit: int | None) -> dict[str, list[Item]]:
-    """dataset name -> its items, over every manifest; one kind per dataset."""
+def load_sets(manifests: list[str], split: str, limit: int | None,
+              by: str | None = None) -> tuple[dict[str, list[Item]], dict[str, str]]:
+    """dataset name -> its items, over every manifest (one kind per dataset); and, with `by`, each
+    item's value of that manifest column (item id -> value)."""
     sets: dict[str, list[Item]] = {}
+    groups: dict[str, str] = {}
     for path in manifests:
-        for item in items(read_manifest(path), split, path):
+        frame = read_manifest(path)
+        if by is not None and by not in frame.columns:
+            raise ManifestError(f"{path}: no column {by!r} for --by (columns: {', '.join(frame.columns)})")
+        for item in items(frame, split, path):
             sets.setdefault(item.dataset, []).append(item)
+            if by is not None:
+                groups[item.item_id] = str(frame.at[int(item.item_id.rsplit(":", 1)[1]), by])
     for name, members in sets.items():
         kinds = {i.kind for i in members}
         if len(kinds) > 1:
             raise ManifestError(f"dataset {name!r} mixes kinds {sorted(kinds)}: split it into one dataset per kind")
-    return {name: members[:limit] for name, members in sets.items()}
+    return {name: members[:limit] for name, members in sets.items()}, groups
 
 
-def brisque_chunk(paths: list[str]) -> list[tuple[float | None, str | None]]:
+def brisque_chunk(paths: list[str]) -> list[float | None]:
+    """BRISQUE of each image; None where it cannot be read (the model's rows name the error)."""
     out = []
     for path in paths:
         try:
-            out.append((brisque_score(load_image(path)), None))
-        except MediaError as error:
-            out.append((None, str(error)))
+            out.append(brisque_score(load_image(path)))
+        except MediaError:
+            out.append(None)
     return out
 
 
-def brisque_scores(members: list[Item], chunk: int = 32) -> list[tuple[float | None, str | None]]:
-    """BRISQUE of each image item, as Ray tasks over chunks (so it spreads over a cluster)."""
+def brisque_scores(members: list[Item], chunk: int = 32) -> np.ndarray:
+    """BRISQUE of each image item [N] (NaN: unreadable), as Ray tasks over chunks (spread over a cluster)."""
     task = ray.remote(num_cpus=1)(brisque_chunk)
     paths = [i.path for i in members]
     futures = [task.remote(paths[s : s + chunk]) for s in range(0, len(paths), chunk)]
-    return [row for part in ray.get(futures) for row in part]
+    return np.array([np.nan if v is None else v for part in ray.get(futures) for v in part])
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     try:
         model = resolve_model(args.model)
-        sets = load_sets(args.manifest, args.split, args.limit)
+        sets, groups = load_sets(args.manifest, args.split, args.limit, args.by)
     except (FileNotFoundError, ManifestError) as error:
         raise SystemExit(f"preresq evaluate: {error}") from None
     method = args.name or (model.parent.name if model.name == "policy" else model.name)
@@ -113,23 +112,29 @@ def main(argv: list[str] | None = None) -> dict:
     sampling = eval_sampling(args.samples == 1, args.samples, args.max_new_tokens, args.temperature, args.seed)
     started = time.time()
 
-    rows, records, plotted, ours = [], [], {}, {}
+    rows, group_rows, records, plotted, ours = [], [], [], {}, {}
     for name, members in sets.items():
         task = TASK_OF_KIND[members[0].kind]
         predictions = predict(
-            rollouts, members, lambda i: media_request(i.item_id, i.path, i.kind, task), lambda i: i.item_id,
-            task, sampling, args.batch_size, desc=f"{name} ({len(members)} items)",
+            rollouts, members, lambda i: media_request(i.item_id, i.path, i.kind, task, args.video),
+            lambda i: i.item_id, task, sampling, args.batch_size, desc=f"{name} ({len(members)} items)",
         )
-        mos = [i.mos for i in members]
-        metrics = set_metrics(predictions, mos)
-        ours[name] = metrics
-        rows.append({"method": method, "dataset": name, **metrics})
+        mos = np.array([i.mos for i in members])
+        brisque = brisque_scores(members) if args.baseline == "brisque" and task == "iqa" else None
+        parts = {"": np.arange(len(members))}
+        if args.by:
+            labels = np.array([groups[i.item_id] for i in members])
+            parts.update({value: np.flatnonzero(labels == value) for value in sorted(set(labels))})
+        for part, index in parts.items():
+            target = group_rows if part else rows
+            label = {"dataset": name, **({args.by: part} if part else {})}
+            target.append({"method": method, **label, **set_metrics([predictions[k] for k in index], mos[index])})
+            if brisque is not None:
+                target.append({"method": "BRISQUE", **label, **brisque_metrics(brisque[index], mos[index])})
+        metrics = ours[name] = set_metrics(predictions, mos)
         scored = [(p.score, i.mos) for p, i in zip(predictions, members) if p.score is not None]
         plotted[name] = (np.array([s for s, _ in scored]), np.array([m for _, m in scored]))
-        baseline = brisque_rows(name, members) if args.baseline == "brisque" and task == "iqa" else None
-        if baseline is not None:
-            rows.append(baseline[0])
-        records.extend(item_record(name, item, p, baseline[1][k] if baseline else None)
+        records.extend(item_record(name, item, p, None if brisque is None else brisque[k])
                        for k, (item, p) in enumerate(zip(members, predictions)))
         print(f"{name}: SRCC {fmt(metrics['srcc'])} PLCC {fmt(metrics['plcc'])} "
               f"({int(metrics['scored'])}/{int(metrics['items'])} scored, {int(metrics['parse_failures'])} "
@@ -138,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
     table = results_frame(rows)
     comparison, sources = published_comparison(ours, method)
     decoding = "greedy" if args.samples == 1 else f"mean of {args.samples} samples at T={args.temperature}"
-    files = write_outputs(out_dir, table, comparison, sources, records, plotted, method, decoding, args)
+    by_table = pd.DataFrame(group_rows) if group_rows else None
+    files = write_outputs(out_dir, table, by_table, comparison, sources, records, plotted, method, decoding, args)
     summary = {"method": method, "model": str(model), "decoding": decoding, "seconds": time.time() - started,
                "results": table.replace({np.nan: None}).to_dict(orient="records"), "files": [str(f) for f in files]}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -150,35 +156,39 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def brisque_rows(name: str, members: list[Item]) -> tuple[dict, list[float | None]]:
-    """BRISQUE's table row for one image set, and each item's BRISQUE score."""
-    scored = brisque_scores(members)
-    values = np.array([np.nan if s is None else s for s, _ in scored])
-    mos = np.array([i.mos for i in members])
+def brisque_metrics(values: np.ndarray, mos: np.ndarray) -> dict:
+    """BRISQUE's row: values [N] (NaN where the image was unreadable), mos [N]."""
     keep = np.isfinite(values)
     # Lower BRISQUE is better: correlations use its negation; MAE uses a fixed map onto [1, 5].
     metrics = quality_metrics(-values[keep], mos[keep])
-    metrics["mae"] = float(np.mean(np.abs([brisque_to_mos_scale(v) for v in values[keep]] - mos[keep]))) \
-        if keep.any() else None
-    unreadable = float((~keep).sum())
-    row = {"method": "BRISQUE", "dataset": name, **metrics, "items": float(len(members)), "scored": float(keep.sum()),
-           "parse_failures": 0.0, "unparsed_items": 0.0, "unreadable": unreadable}
-    return row, [s for s, _ in scored]
+    if keep.any():
+        metrics["mae"] = float(np.mean(np.abs(np.array([brisque_to_mos_scale(v) for v in values[keep]]) - mos[keep])))
+    return {**metrics, "items": float(len(values)), "scored": float(keep.sum()), "parse_failures": 0.0,
+            "unparsed_items": 0.0, "unreadable": float((~keep).sum())}
 
 
 def item_record(dataset: str, item: Item, p: ItemPrediction, brisque: float | None) -> dict:
+    brisque = None if brisque is None or not np.isfinite(brisque) else float(brisque)
     return {"dataset": dataset, "path": item.path, "mos": item.mos, **p.to_dict(), "brisque": brisque}
 
 
-def write_outputs(out_dir: Path, table, comparison: str, sources: list[str], records: list[dict],
+def write_outputs(out_dir: Path, table, by_table, comparison: str, sources: list[str], records: list[dict],
                   plotted: dict, method: str, decoding: str, args) -> list[Path]:
     csv = out_dir / "results.csv"
     table.to_csv(csv, index=False)
     md = out_dir / "results.md"
     text = [f"# Evaluation of {method}", "", f"Decoding: {decoding}; split: {args.split}; seed {args.seed}.",
-            "PLCC is given raw and after the 4-parameter logistic fit; undefined means a constant side or < 3 items.",
+            "PLCC is given raw and after the 4-parameter logistic fit (the fit may fall, so that PLCC is >= 0 even "
+            "for a reversed predictor: read it beside SRCC); undefined means a constant side or < 3 items.",
             "BRISQUE: correlations of its negated score (lower is better); MAE after a fixed map 0..100 -> 5..1.",
             "", markdown_table(table)]
+    written = [md, csv]
+    if by_table is not None:
+        by_csv = out_dir / f"results_by_{args.by}.csv"
+        by_table.to_csv(by_csv, index=False)
+        written.append(by_csv)
+        columns = ("method", "dataset", args.by, *METRICS, "items")
+        text += ["", f"## By {args.by}", "", markdown_table(by_table, columns)]
     if comparison:
         text += ["", "## Beside published results (PLCC/SRCC)", "", comparison, "", "Sources:"]
         text += [f"- {s}" for s in sources]
@@ -187,7 +197,7 @@ def write_outputs(out_dir: Path, table, comparison: str, sources: list[str], rec
     predictions.write_text(json.dumps(records, indent=1))
     scatter = scatter_plot(plotted, out_dir / "scatter.png", f"{method}: predicted score vs MOS ({decoding})")
     errors = error_plot(plotted, out_dir / "errors.png", f"{method}: score error per dataset ({decoding})")
-    return [md, csv, predictions, scatter, errors]
+    return [*written, predictions, scatter, errors]
 
 
 def log_to_mlflow(args, method: str, table, files: list[Path]) -> None:

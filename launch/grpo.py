@@ -39,6 +39,7 @@ from launch.validation import evaluate  # noqa: E402
 from qadata.manifest import items, read_manifest  # noqa: E402
 from qadata.media import MediaError  # noqa: E402
 from qadata.sampler import BatchSampler  # noqa: E402
+from qadata.video import VideoSettings  # noqa: E402
 from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
 from rollouts.processor import require_model_folder  # noqa: E402
 
@@ -77,12 +78,13 @@ class Data:
         if cfg.run.shuffle_labels:  # the null control: same images, MOS permuted
             self.labels = np.random.default_rng(cfg.run.seed + 1).permutation(self.labels)
         self.skipped: dict[str, str] = {}
+        self.video = VideoSettings(**cfg.video)
 
     def request(self, item) -> RolloutRequest | None:
         if item.path in self.skipped:
             return None
         try:
-            return media_request(item.item_id, item.path, item.kind, self.task)
+            return media_request(item.item_id, item.path, item.kind, self.task, self.video)
         except MediaError as error:
             self.skipped[item.path] = str(error)
             print(f"skipping unreadable media ({len(self.skipped)} so far): {error}", flush=True)

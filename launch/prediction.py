@@ -65,9 +65,9 @@ def start_scorers(model: str | Path, count: int, device: str, dtype: str, thread
     return rollout_actors(count, "hf", str(model), dtype, device, 8, None, None, threads)
 
 
-def media_request(item_id: str, path: str, kind: str, task: str) -> RolloutRequest:
-    """The rollout request for one media file (MediaError if it cannot be read)."""
-    pictures = load_pictures(path, kind)
+def media_request(item_id: str, path: str, kind: str, task: str, video=None) -> RolloutRequest:
+    """The rollout request for one media file (MediaError if it cannot be read); video: VideoSettings."""
+    pictures = load_pictures(path, kind, video)
     return RolloutRequest(item_id, pictures, chat_messages(task, len(pictures)))
 
 

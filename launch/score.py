@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ray  # noqa: E402
 
 from launch.prediction import TASK_OF_KIND, ItemPrediction, media_request, predict, start_scorers  # noqa: E402
+from launch.scoring_args import add_scoring_args, check_scoring_args  # noqa: E402
 from launch.validation import eval_sampling  # noqa: E402
 from rollouts.processor import resolve_model  # noqa: E402
 from rollouts.prompts import IQA_ASPECTS, VQA_SCORES  # noqa: E402
@@ -125,25 +126,14 @@ def row_of(path: str, kind: str | None, task: str | None, p: ItemPrediction) -> 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", help="image or video files, or folders")
+    add_scoring_args(p)
     p.add_argument("--list", action="append", default=[], help="a text file of paths, one per line")
-    p.add_argument("--model", required=True, help="Qwen2.5-VL folder, or a preresq run folder holding policy/")
     p.add_argument("--output", required=True, help="scores.csv or scores.jsonl (appended; reruns resume)")
     p.add_argument("--retry-errors", action="store_true", help="re-score files whose earlier row has an error")
-    p.add_argument("--samples", type=int, default=1, help="1: greedy; n > 1: mean of n samples with their std")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=16, help="files per rollout call (and per write)")
-    p.add_argument("--num-actors", type=int, default=1)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 2))
     args = p.parse_args(argv)
     if not args.inputs and not args.list:
         p.error("give files or folders to score, or --list")
-    for name in ("samples", "batch_size", "num_actors", "max_new_tokens", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    args.video = check_scoring_args(p, args)
     return args
 
 
@@ -174,8 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
             if not members:
                 continue
             task = TASK_OF_KIND[kind]
-            predict(rollouts, members, lambda path: media_request(path, path, kind, task), lambda path: path, task,
-                    sampling, args.batch_size, desc=f"scoring {len(members)} {kind}s",
+            predict(rollouts, members, lambda path: media_request(path, path, kind, task, args.video),
+                    lambda path: path, task, sampling, args.batch_size, desc=f"scoring {len(members)} {kind}s",
                     on_chunk=lambda chunk: output.append([row_of(p.item_id, kind, task, p) for p in chunk]))
         ray.shutdown()
     rows = output.read()

@@ -28,8 +28,15 @@ def load_image(path: str | Path) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_pictures(path: str | Path, kind: str) -> list[Image.Image]:
-    """The pictures the model sees for one item: [image] for an image."""
+def load_pictures(path: str | Path, kind: str, video=None) -> list[Image.Image]:
+    """The pictures the model sees for one item: [image], or a video's [global grid, local frames...].
+
+    video: a `qadata.video.VideoSettings` (its defaults when None).
+    """
     if kind == "image":
         return [load_image(path)]
-    raise MediaError(f"{path}: {kind!r} items cannot be read yet (images only)")
+    if kind == "video":
+        from qadata.video import VideoSettings, video_pictures
+
+        return video_pictures(path, video or VideoSettings())
+    raise MediaError(f"{path}: unknown media kind {kind!r}")

@@ -19,7 +19,7 @@ def generated_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, generated_data) -> Path:
-    """A tiny model with a few format warm-up steps: real files, loaded with from_pretrained."""
+    """A tiny model with a short format warm-up (most greedy answers parse): real files, from_pretrained."""
     import torch
 
     from qadata.manifest import items, read_manifest
@@ -30,5 +30,5 @@ def tiny_model(tmp_path_factory, generated_data) -> Path:
     folder = tmp_path_factory.mktemp("model") / "tiny"
     builder.build(folder)
     images = [load_image(item.path) for item in items(read_manifest(generated_data), "train")[:8]]
-    builder.warm_up(folder, images, steps=20, batch=4, log_every=0)
+    builder.warm_up(folder, images, steps=120, batch=4, log_every=0)
     return folder

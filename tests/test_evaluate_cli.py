@@ -1,0 +1,123 @@
+"""evaluate.py and score.py as a user runs them, on the tiny model and generated images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from helpers import ROOT, run_cli
+from launch.score import ScoreFile
+from qadata.manifest import read_manifest, write_manifest
+
+pytestmark = pytest.mark.slow
+
+
+def constant_set(generated_data, folder):
+    """Six real images all rated 3.0 (SRCC undefined) plus a zero-byte file: a manifest of its own."""
+    frame = read_manifest(generated_data)
+    rows = frame[frame["split"] == "test"].head(6).copy()
+    rows["mos"], rows["dataset"] = 3.0, "constant"
+    (folder / "empty.png").write_bytes(b"")
+    broken = rows.head(1).copy()
+    broken["path"] = str(folder / "empty.png")
+    return write_manifest(pd.concat([rows, broken], ignore_index=True), folder / "constant.parquet")
+
+
+def test_evaluate_writes_tables_json_plots_and_mlflow(tiny_model, generated_data, tmp_path):
+    out = tmp_path / "eval"
+    db = tmp_path / "mlflow.db"
+    result = run_cli([
+        "launch/evaluate.py", "--model", str(tiny_model), "--manifest", str(generated_data),
+        "--manifest", str(constant_set(generated_data, tmp_path)), "--split", "test", "--limit", "24",
+        "--samples", "2", "--temperature", "0.6", "--max-new-tokens", "48", "--threads", "1",
+        "--output-dir", str(out), "--tracking-uri", f"sqlite:///{db}",
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / "results.csv")
+    assert set(table["method"]) == {"tiny", "BRISQUE"}
+    assert set(table["dataset"]) == {"generated-global", "constant", "average"}
+    ours = table[(table["method"] == "tiny") & (table["dataset"] == "generated-global")].iloc[0]
+    assert ours["items"] == 24 and ours["scored"] + ours["unparsed_items"] == 24
+    constant = table[(table["method"] == "tiny") & (table["dataset"] == "constant")].iloc[0]
+    assert pd.isna(constant["srcc"]) and constant["unreadable"] == 1 and constant["items"] == 7
+    average = table[(table["method"] == "tiny") & (table["dataset"] == "average")].iloc[0]
+    assert not pd.isna(average["mae"]) and average["items"] == 31
+    brisque = table[(table["method"] == "BRISQUE") & (table["dataset"] == "generated-global")].iloc[0]
+    assert -1 <= brisque["srcc"] <= 1
+    markdown = (out / "results.md").read_text()
+    assert "undefined" in markdown and "nan" not in markdown.lower() and "4-par. logistic" in markdown
+    records = json.loads((out / "predictions.json").read_text())
+    assert len(records) == 31
+    scored = [r for r in records if r["score"] is not None]
+    assert scored and all(len(r["answers"]) == 2 and len(r["aspects"]) == 5 for r in scored)
+    assert any("cannot read image" in (r["error"] or "") for r in records)
+    for name in ("scatter.png", "errors.png"):
+        assert (out / name).stat().st_size > 5000
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    run = client.search_runs([client.get_experiment_by_name("preresq-eval").experiment_id])[0]
+    assert "tiny/generated-global/srcc" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"results.md", "predictions.json", "scatter.png"} <= artifacts
+
+
+def test_evaluate_names_a_missing_split_before_starting(tiny_model, generated_data, tmp_path):
+    result = run_cli(["launch/evaluate.py", "--model", str(tiny_model), "--manifest", str(generated_data),
+                      "--split", "holdout", "--output-dir", str(tmp_path)], timeout=120)
+    assert result.returncode != 0
+    assert "no rows with split 'holdout'" in result.stderr and "Started a local Ray" not in result.stderr
+
+
+def test_score_folder_interrupted_and_restarted_has_each_file_once(tiny_model, generated_data, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    images = sorted((generated_data.parent / "images").glob("*.png"))[:200]
+    for image in images:
+        shutil.copy(image, folder / image.name)
+    (folder / "notes.txt").write_text("not an image")
+    output = tmp_path / "scores.csv"
+    args = [sys.executable, "launch/score.py", "--model", str(tiny_model), str(folder), "--output", str(output),
+            "--batch-size", "8", "--max-new-tokens", "48", "--threads", "1"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not output.is_file() or output.read_text().count("\n") < 20):
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)  # Ctrl-C mid-run
+    first.communicate(timeout=120)
+    partial = list(csv.DictReader(open(output)))
+    assert 10 <= len(partial) < 201, len(partial)
+
+    result = run_cli(args[1:])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"{len(partial)} already in" in result.stdout
+    rows = list(csv.DictReader(open(output)))
+    paths = [r["path"] for r in rows]
+    assert len(rows) == 201 and len(set(paths)) == 201
+    errors = {r["path"]: r["error"] for r in rows if r["error"]}
+    assert "unsupported file type '.txt'" in errors.pop(str(folder / "notes.txt"))
+    assert all("no parseable answer" in e for e in errors.values())  # the model's failures, named as such
+    scored = [r for r in rows if r["score"]]
+    assert len(scored) + len(errors) == 200 and len(scored) >= 100
+    assert all(1 <= float(r["score"]) <= 5 and r["saturation"] and r["reasoning"] for r in scored)
+
+
+def test_score_file_drops_a_torn_last_line(tmp_path):
+    for name in ("s.jsonl", "s.csv"):
+        out = ScoreFile(tmp_path / name)
+        out.append([{"path": "a", "score": 3.0, "reasoning": "two\nlines"}, {"path": "b", "score": 4.0}])
+        with open(out.path, "a") as handle:
+            handle.write('{"path": "c", "sco' if name.endswith("jsonl") else "c,ima")
+        assert [r["path"] for r in out.read()] == ["a", "b"]
+        out.append([{"path": "c", "score": 2.0}])
+        assert [r["path"] for r in out.read()] == ["a", "b", "c"]
