@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from helpers import ROOT, run_cli
 from launch.score import ScoreFile
 from qadata.manifest import read_manifest, write_manifest
+from qadata.video_files import write_video
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +87,9 @@ def test_score_folder_interrupted_and_restarted_has_each_file_once(tiny_model, g
     for image in images:
         shutil.copy(image, folder / image.name)
     (folder / "notes.txt").write_text("not an image")
+    (folder / "fake.mp4").write_text("not a video")
+    frames = np.random.default_rng(0).integers(0, 255, (20, 112, 112, 3), dtype=np.uint8)
+    write_video(folder / "clip.mp4", frames, fps=10)
     output = tmp_path / "scores.csv"
     args = [sys.executable, "launch/score.py", "--model", str(tiny_model), str(folder), "--output", str(output),
             "--batch-size", "8", "--max-new-tokens", "48", "--threads", "1"]
@@ -96,19 +101,21 @@ def test_score_folder_interrupted_and_restarted_has_each_file_once(tiny_model, g
     first.send_signal(signal.SIGINT)  # Ctrl-C mid-run
     first.communicate(timeout=120)
     partial = list(csv.DictReader(open(output)))
-    assert 10 <= len(partial) < 201, len(partial)
+    assert 10 <= len(partial) < 203, len(partial)
 
     result = run_cli(args[1:])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"{len(partial)} already in" in result.stdout
     rows = list(csv.DictReader(open(output)))
     paths = [r["path"] for r in rows]
-    assert len(rows) == 201 and len(set(paths)) == 201
+    assert len(rows) == 203 and len(set(paths)) == 203
     errors = {r["path"]: r["error"] for r in rows if r["error"]}
     assert "unsupported file type '.txt'" in errors.pop(str(folder / "notes.txt"))
+    assert "cannot read video" in errors.pop(str(folder / "fake.mp4"))
     assert all("no parseable answer" in e for e in errors.values())  # the model's failures, named as such
+    assert {r["kind"] for r in rows if r["path"].endswith("clip.mp4")} == {"video"}
     scored = [r for r in rows if r["score"]]
-    assert len(scored) + len(errors) == 200 and len(scored) >= 100
+    assert len(scored) + len(errors) == 201 and len(scored) >= 100
     assert all(1 <= float(r["score"]) <= 5 and r["saturation"] and r["reasoning"] for r in scored)
 
 
