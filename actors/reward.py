@@ -16,13 +16,27 @@ class RewardWorker:
         self.format_weight, self.accuracy_weight = format_weight, accuracy_weight
         self.preference_chunk = preference_chunk
 
-    def score(self, texts: list[list[str]], mos: list[float]) -> dict[str, np.ndarray]:
-        """texts [B][K], mos [B] -> {"total", "accuracy", "format", each term, "vectors" [B, K, D]}, each [B, K]."""
-        vectors = parse_answers(texts, self.task)
-        parts = reward_components(vectors, np.asarray(mos), self.task, self.weights, self.preference_chunk)
-        flat = [t for row in texts for t in row]
-        parts["format"] = format_reward(flat, self.task).reshape(vectors.shape[:2])
-        parts["total"] = self.accuracy_weight * parts["accuracy"] + self.format_weight * parts["format"]
-        parts["vectors"] = vectors
-        parts["prediction"] = vectors.mean(axis=-1)
-        return parts
+    def score(self, texts: list[list[str]], mos: list[float], tasks: list[str] | None = None) -> dict[str, np.ndarray]:
+        """texts [B][K], mos [B] -> {"total", "accuracy", "format", "prediction", each term}, each [B, K].
+
+        `tasks` [B] ("iqa" | "vqa"; default: the worker's task): a mixed batch is scored per task, so
+        the preference branch compares images with images and videos with videos. A term that one
+        task does not have (rank_to_mos for VQA) is 0 on its rows.
+        """
+        if tasks is None:
+            if self.task not in ("iqa", "vqa"):
+                raise ValueError(f"reward task is {self.task!r}: give each item's task")
+            tasks = [self.task] * len(texts)
+        mos = np.asarray(mos, dtype=np.float64)
+        out: dict[str, np.ndarray] = {}
+        for task in sorted(set(tasks)):
+            rows = np.flatnonzero(np.asarray(tasks) == task)
+            group = [texts[i] for i in rows]
+            vectors = parse_answers(group, task)
+            parts = reward_components(vectors, mos[rows], task, self.weights, self.preference_chunk)
+            parts["format"] = format_reward([t for row in group for t in row], task).reshape(vectors.shape[:2])
+            parts["prediction"] = vectors.mean(axis=-1)
+            for key, value in parts.items():
+                out.setdefault(key, np.zeros((len(texts), vectors.shape[1])))[rows] = value
+        out["total"] = self.accuracy_weight * out["accuracy"] + self.format_weight * out["format"]
+        return out

@@ -163,7 +163,7 @@ class Config:
 
 CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
-    "data.task": ("iqa", "vqa"),
+    "data.task": ("auto", "iqa", "vqa"),
     "rollout.backend": ("hf",),
     "reward.preference_scope": ("global", "micro"),
     "algorithm.advantage": ("grpo", "drgrpo"),

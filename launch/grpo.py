@@ -33,7 +33,7 @@ from launch import checkpoint  # noqa: E402
 from launch.config import ConfigError, flatten, load_config  # noqa: E402
 from launch.plots import training_curves  # noqa: E402
 from launch.tracking import Tracker  # noqa: E402
-from launch.prediction import media_request  # noqa: E402
+from launch.prediction import TASK_OF_KIND, media_request  # noqa: E402
 from launch.quality_metrics import quality_metrics  # noqa: E402
 from launch.validation import evaluate  # noqa: E402
 from qadata.manifest import items, read_manifest  # noqa: E402
@@ -78,13 +78,19 @@ class Data:
         if cfg.run.shuffle_labels:  # the null control: same images, MOS permuted
             self.labels = np.random.default_rng(cfg.run.seed + 1).permutation(self.labels)
         self.skipped: dict[str, str] = {}
+        self.tasks: dict[str, str] = {}
         self.video = VideoSettings(**cfg.video)
+
+    def task_of(self, item_id: str) -> str:
+        """iqa | vqa: the configured task, or with `auto` the item's kind (images iqa, videos vqa)."""
+        return self.tasks[item_id]
 
     def request(self, item) -> RolloutRequest | None:
         if item.path in self.skipped:
             return None
+        self.tasks[item.item_id] = TASK_OF_KIND[item.kind] if self.task == "auto" else self.task
         try:
-            return media_request(item.item_id, item.path, item.kind, self.task, self.video)
+            return media_request(item.item_id, item.path, item.kind, self.tasks[item.item_id], self.video)
         except MediaError as error:
             self.skipped[item.path] = str(error)
             print(f"skipping unreadable media ({len(self.skipped)} so far): {error}", flush=True)
@@ -134,9 +140,9 @@ def generate(rollouts: list, requests: list, sampling: SamplingSettings) -> list
     return [row for part in ray.get(futures) for row in part]
 
 
-def score(reward, answers: list, mos: list[float]) -> dict[str, np.ndarray]:
+def score(reward, answers: list, mos: list[float], tasks: list[str]) -> dict[str, np.ndarray]:
     texts = [[c.text for c in row] for row in answers]
-    return ray.get(reward.score.remote(texts, mos))
+    return ray.get(reward.score.remote(texts, mos, tasks))
 
 
 def learning_samples(requests, answers, advantages: np.ndarray, ranks: int) -> list[list]:
@@ -237,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"resumed from {resume_from} at step {start_step}", flush=True)
 
     eval_requests, eval_mos = data.eval_set()
+    eval_tasks = [data.task_of(r.item_id) for r in eval_requests]
     sampling = SamplingSettings(
         n=cfg.rollout.group_size, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
         top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens,
@@ -244,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def validate(step: int) -> dict:
         result = evaluate(
-            roles.rollouts, eval_requests, eval_mos, cfg.data.task, cfg.eval.greedy, cfg.eval.samples,
+            roles.rollouts, eval_requests, eval_mos, eval_tasks, cfg.eval.greedy, cfg.eval.samples,
             cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.rollout.temperature, seed=cfg.run.seed,
         )
         history["eval"][str(step)] = result
@@ -265,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
             with timer.phase("generate"):
                 answers = generate(roles.rollouts, requests, replace(sampling, seed=cfg.run.seed * 100003 + step))
             with timer.phase("reward"):
-                rewards = score(roles.reward, answers, mos)
+                rewards = score(roles.reward, answers, mos, [data.task_of(r.item_id) for r in requests])
             with timer.phase("advantage"):
                 advantages = group_advantages(
                     torch.as_tensor(rewards["total"]), cfg.algorithm.advantage, cfg.algorithm.advantage_eps

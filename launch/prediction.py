@@ -87,10 +87,11 @@ def read_item(item_id: str, texts: list[str], task: str) -> ItemPrediction:
 
 
 def predict(rollouts: list, items: Sequence[T], load: Callable[[T], RolloutRequest], item_id: Callable[[T], str],
-            task: str, sampling: SamplingSettings, batch_size: int, desc: str | None = None,
+            task: str | Callable[[T], str], sampling: SamplingSettings, batch_size: int, desc: str | None = None,
             on_chunk: Callable[[list[ItemPrediction]], None] | None = None) -> list[ItemPrediction]:
     """Predictions for `items` in order, through the rollout actors.
 
+    `task` ("iqa" | "vqa", or a function of the item) says how each item's answers are parsed.
     `load` turns an item into a request (MediaError: the item is kept with its error, and the rest goes
     on). At most two chunks of `batch_size` items per actor are loaded at once. `on_chunk` sees each
     finished chunk (in order), e.g. to append it to a results file. A progress bar with ETA when `desc`.
@@ -106,7 +107,7 @@ def predict(rollouts: list, items: Sequence[T], load: Callable[[T], RolloutReque
         for item in chunks[index]:
             try:
                 request = load(item)
-                loaded.append(request)
+                loaded.append((request, task(item) if callable(task) else task))
                 requests.append(request)
             except MediaError as error:
                 loaded.append(ItemPrediction(item_id(item), error=str(error)))
@@ -125,7 +126,8 @@ def predict(rollouts: list, items: Sequence[T], load: Callable[[T], RolloutReque
             if isinstance(entry, ItemPrediction):
                 done.append(entry)
             else:
-                done.append(read_item(entry.item_id, [c.text for c in next(answers)], task))
+                request, item_task = entry
+                done.append(read_item(request.item_id, [c.text for c in next(answers)], item_task))
         if next_chunk < len(chunks):
             submit(next_chunk)
             next_chunk += 1

@@ -31,9 +31,14 @@ def set_metrics(predictions: list[ItemPrediction], mos: list[float]) -> dict[str
     return out
 
 
-def evaluate(rollouts: list, requests: list, mos: list[float], task: str, greedy: bool, samples: int,
+def evaluate(rollouts: list, requests: list, mos: list[float], task: str | list[str], greedy: bool, samples: int,
              max_new_tokens: int, batch_size: int, temperature: float = 1.0, seed: int = 0) -> dict[str, float | None]:
-    """Validation during training: already-loaded requests through the rollout actors -> set_metrics."""
+    """Validation during training: already-loaded requests through the rollout actors -> set_metrics.
+
+    task: one for all requests, or one per request.
+    """
     sampling = eval_sampling(greedy, samples, max_new_tokens, temperature, seed)
-    predictions = predict(rollouts, requests, lambda r: r, lambda r: r.item_id, task, sampling, batch_size)
+    per_request = dict(zip((r.item_id for r in requests), task)) if isinstance(task, list) else None
+    predictions = predict(rollouts, requests, lambda r: r, lambda r: r.item_id,
+                          (lambda r: per_request[r.item_id]) if per_request else task, sampling, batch_size)
     return set_metrics(predictions, mos)

@@ -32,7 +32,7 @@ TRAIN_PHOTOS = (
 TEST_PHOTOS = ("coffee", "rocket", "retina", "astronaut")
 
 
-def _photo(name: str) -> np.ndarray:
+def photo_pixels(name: str) -> np.ndarray:
     import skimage.data
 
     if name.startswith("motorcycle_"):
@@ -45,7 +45,7 @@ def _photo(name: str) -> np.ndarray:
     return image
 
 
-def _crops(image: np.ndarray, side: int) -> list[np.ndarray]:
+def reference_crops(image: np.ndarray, side: int) -> list[np.ndarray]:
     """Two square crops (the two ends of the long side; top and bottom halves of a square photo),
     resized to side x side, as float RGB in [0, 1]. Each is a reference of its own content."""
     h, w = image.shape[:2]
@@ -97,7 +97,7 @@ def generate(folder: str | Path, side: int = 112, include_pristine: bool = False
     rows = []
     for split, photos in (("train", TRAIN_PHOTOS), ("test", TEST_PHOTOS)):
         for photo in photos:
-            for part, reference in enumerate(_crops(_photo(photo), side)):
+            for part, reference in enumerate(reference_crops(photo_pixels(photo), side)):
                 for kind, level, pixels, mos in _versions(reference, include_pristine):
                     name = f"images/{photo}-{part}_{kind}_{level}.png"
                     Image.fromarray((pixels * 255).round().astype(np.uint8)).save(folder / name)

@@ -55,15 +55,21 @@ def test_rollout_answers_g_times_with_logprobs(tiny_model, requests_):
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_learner_step_follows_the_advantage(learner, requests_, sign):
     request = requests_[0][0]
-    tokens = learner.processor.tokenizer("<think>The contrast is soft.</think>")["input_ids"]
-    samples = [TrainSample(request.images, request.messages, tokens, sign, [0.0] * len(tokens))] * 3
+    # A completion the warmed-up model finds unlikely, so one step moves it measurably.
+    tokens = learner.processor.tokenizer("<answer>soft vivid dim</answer><think>")["input_ids"]
+
+    def logprobs() -> torch.Tensor:
+        probe = TrainSample(request.images, request.messages, tokens, sign, [0.0] * len(tokens))
+        with torch.no_grad():
+            lp, _, mask = completion_logprobs(learner.engine.module, learner._encode([probe]), [tokens],
+                                              learner.processor.pad_id)
+        return lp[0][mask[0].bool()]
 
     def logprob() -> float:
-        prompts = learner._encode(samples[:1])
-        with torch.no_grad():
-            lp, _, mask = completion_logprobs(learner.engine.module, prompts, [tokens], learner.processor.pad_id)
-        return float((lp * mask).sum())
+        return float(logprobs().sum())
 
+    # On-policy: the sampling log-probs are the current ones (importance ratio 1).
+    samples = [TrainSample(request.images, request.messages, tokens, sign, logprobs().tolist())] * 3
     before = logprob()
     stats = learner.train_step(samples)
     after = logprob()
