@@ -1,0 +1,71 @@
+"""A training run on a manifest mixing images, videos and deliberately broken media: the bad files are
+counted and named, the odd-but-valid ones are used, nothing crashes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from helpers import run_cli
+from qadata.benchmark_set import ci_benchmark
+from qadata.manifest import read_manifest, write_manifest
+from qadata.media import load_pictures
+from qadata.video_files import write_video
+from test_training_run import overrides
+
+pytestmark = pytest.mark.slow
+
+
+def broken_media(folder) -> dict[str, tuple[str, bool]]:
+    """name -> (kind, readable): the usual ways media arrives broken or odd."""
+    folder.mkdir()
+    rgb = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(folder / "whole.jpg", quality=90)
+    data = (folder / "whole.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.mp4").write_text("this is not a video\n")
+    write_video(folder / "one_frame.mp4", rgb[None], fps=25)
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)).save(folder / "deep.png")
+    (folder / "whole.jpg").unlink()
+    return {"truncated.jpg": ("image", False), "empty.png": ("image", False), "text.mp4": ("video", False),
+            "one_frame.mp4": ("video", True), "cmyk.jpg": ("image", True), "deep.png": ("image", True)}
+
+
+def test_odd_media_load_and_broken_media_raise(tmp_path):
+    from qadata.media import MediaError
+
+    for name, (kind, readable) in broken_media(tmp_path / "media").items():
+        if readable:
+            assert all(p.mode == "RGB" for p in load_pictures(tmp_path / "media" / name, kind))
+        else:
+            with pytest.raises(MediaError, match=name):
+                load_pictures(tmp_path / "media" / name, kind)
+
+
+def test_mixed_image_video_run_with_broken_media(tiny_model, tmp_path):
+    bench = read_manifest(ci_benchmark(tmp_path / "bench"))
+    good = pd.concat([bench[(bench["kind"] == "image") & (bench["split"] == "train")].head(6),
+                      bench[(bench["kind"] == "video") & (bench["split"] == "train")].head(6)])
+    bad = broken_media(tmp_path / "broken")
+    odd = pd.DataFrame([{"path": str(tmp_path / "broken" / n), "mos": 3.0, "dataset": "broken", "kind": k}
+                        for n, (k, _) in bad.items()])
+    frame = pd.concat([good.assign(split="train"), odd.assign(split="train"), good.head(2).assign(split="test"),
+                       good.tail(2).assign(split="test"), odd.assign(split="test")], ignore_index=True)
+    manifest = write_manifest(frame[["path", "mos", "dataset", "split", "kind"]], tmp_path / "mixed.parquet")
+    out = tmp_path / "run"
+    args = overrides(tiny_model, manifest, out, **{"trainer.steps": 2, "data.eval_limit": 12})
+    result = run_cli(["launch/grpo.py", "--config", "configs/local.yaml", *args])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    skipped = {p.rsplit("/", 1)[-1] for p in summary["skipped_media"]}
+    assert skipped == {n for n, (_, readable) in bad.items() if not readable}
+    for name in skipped:
+        assert "skipping unreadable media" in result.stdout and name in result.stdout
+    # 4 good + 3 readable odd items were validated (images scored as IQA, videos as VQA).
+    assert summary["val_after"]["items"] == 7
