@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env train prepare test test-fast null-control clean
+.PHONY: env train prepare benchmark-set test test-fast null-control clean
 
 env: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 
 prepare: $(STAMP)
 	$(PY) launch/prepare.py
+
+# The generated image+video benchmark (artifacts/data/benchmark): 1,320 images, 100 clips, ~1 min.
+benchmark-set: $(STAMP)
+	$(PY) launch/prepare.py --benchmark-set
 
 train: prepare
 	$(PY) launch/grpo.py --config configs/local.yaml $(ARGS)

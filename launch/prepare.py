@@ -2,6 +2,10 @@
 (built, then warmed up on the answer format). Idempotent: what exists is kept.
 
     python launch/prepare.py [--root artifacts] [--warmup-steps 600]
+    python launch/prepare.py --benchmark-set     # also the generated image+video benchmark (~1 min)
+
+The default training data stays the global-distortion set (qadata/generated.py): a tiny random
+vision tower can learn those cues; the benchmark (qadata/benchmark_set.py) is for real models.
 """
 
 from __future__ import annotations
@@ -16,15 +20,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from qadata.benchmark_set import generate_benchmark  # noqa: E402
 from qadata.generated import generate  # noqa: E402
 from qadata.manifest import items, read_manifest  # noqa: E402
 from qadata.media import load_image  # noqa: E402
 from rollouts import tiny_model  # noqa: E402
 
 
-def prepare(root: str | Path = "artifacts", warmup_steps: int = 600, threads: int = 2) -> dict[str, Path]:
+def prepare(root: str | Path = "artifacts", warmup_steps: int = 600, threads: int = 2,
+            benchmark_set: bool = False) -> dict[str, Path]:
     root = Path(root)
     torch.set_num_threads(threads)
+    out = {}
+    if benchmark_set:
+        out["benchmark"] = root / "data" / "benchmark" / "manifest.parquet"
+        if not out["benchmark"].is_file():
+            generate_benchmark(out["benchmark"].parent)
     manifest = root / "data" / "generated" / "manifest.parquet"
     if not manifest.is_file():
         start = time.time()
@@ -39,13 +50,14 @@ def prepare(root: str | Path = "artifacts", warmup_steps: int = 600, threads: in
         print(f"warming up the tiny model on the answer format ({warmup_steps} steps)", flush=True)
         result = tiny_model.warm_up(model_dir, images, steps=warmup_steps)
         done.write_text(json.dumps(result, indent=2))
-    return {"manifest": manifest, "model": model_dir}
+    return {"manifest": manifest, "model": model_dir, **out}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="artifacts")
     parser.add_argument("--warmup-steps", type=int, default=600)
+    parser.add_argument("--benchmark-set", action="store_true", help="also generate the image+video benchmark")
     args = parser.parse_args()
-    for name, path in prepare(args.root, args.warmup_steps).items():
+    for name, path in prepare(args.root, args.warmup_steps, benchmark_set=args.benchmark_set).items():
         print(f"{name}: {path}")

@@ -100,9 +100,11 @@ def distort_image(image: np.ndarray, kind: str, strength: float, rng: np.random.
     return np.clip(out, 0.0, 1.0)
 
 
-def pan_clip(photo: np.ndarray, frames: int, side: int, rng: np.random.Generator) -> np.ndarray:
-    """A pristine clip [T, side, side, 3] uint8: a window that pans and slowly zooms across a photo."""
+def pan_clip(photo: np.ndarray, frames: int, side: int, rng: np.random.Generator,
+             width: int | None = None) -> np.ndarray:
+    """A pristine clip [T, side, width or side, 3] uint8: a window that pans and slowly zooms across a photo."""
     h, w = photo.shape[:2]
+    out_size = (width or side, side)
     start_size, end_size = min(h, w) * rng.uniform(0.55, 0.7), min(h, w) * rng.uniform(0.4, 0.55)
     x0, y0 = rng.uniform(0, w - start_size), rng.uniform(0, h - start_size)
     x1, y1 = rng.uniform(0, w - end_size), rng.uniform(0, h - end_size)
@@ -111,7 +113,8 @@ def pan_clip(photo: np.ndarray, frames: int, side: int, rng: np.random.Generator
     for t in np.linspace(0, 1, frames):
         size = start_size + (end_size - start_size) * t
         x, y = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t
-        out.append(np.asarray(picture.resize((side, side), Image.Resampling.BILINEAR, box=(x, y, x + size, y + size))))
+        box = (x, y, x + size, y + size)
+        out.append(np.asarray(picture.resize(out_size, Image.Resampling.BILINEAR, box=box)))
     return np.stack(out)
 
 
