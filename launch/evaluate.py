@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
     method = args.name or (model.parent.name if model.name == "policy" else model.name)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rollouts = start_scorers(model, args.num_actors, args.device, args.dtype, args.threads)
+    rollouts = start_scorers(model, args.num_actors, args.device, args.dtype, args.threads,
+                                 args.min_pixels, args.max_pixels)
     sampling = eval_sampling(args.samples == 1, args.samples, args.max_new_tokens, args.temperature, args.seed)
     started = time.time()
 

@@ -55,14 +55,15 @@ class ItemPrediction:
         return asdict(self)
 
 
-def start_scorers(model: str | Path, count: int, device: str, dtype: str, threads: int) -> list:
+def start_scorers(model: str | Path, count: int, device: str, dtype: str, threads: int,
+                  min_pixels: int | None = None, max_pixels: int | None = None) -> list:
     """Rollout actors for evaluation or scoring: joins RAY_ADDRESS's cluster, else starts a local Ray."""
     os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"])
     else:
         ray.init(num_cpus=max(os.cpu_count() or 1, count + 1), include_dashboard=False)
-    return rollout_actors(count, "hf", str(model), dtype, device, 8, None, None, threads)
+    return rollout_actors(count, "hf", str(model), dtype, device, 8, min_pixels, max_pixels, threads)
 
 
 def media_request(item_id: str, path: str, kind: str, task: str, video=None) -> RolloutRequest:

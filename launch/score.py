@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
         output.append([row_of(p, kind_of(p), None, ItemPrediction(p, error=rejection(p))) for p in rejected])
     by_kind = {kind: [p for p in todo if p not in rejected and kind_of(p) == kind] for kind in ("image", "video")}
     if any(by_kind.values()):
-        rollouts = start_scorers(model, args.num_actors, args.device, args.dtype, args.threads)
+        rollouts = start_scorers(model, args.num_actors, args.device, args.dtype, args.threads,
+                                 args.min_pixels, args.max_pixels)
         sampling = eval_sampling(args.samples == 1, args.samples, args.max_new_tokens, args.temperature, args.seed)
         for kind, members in by_kind.items():
             if not members:

@@ -20,6 +20,8 @@ def add_scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 2), help="torch threads per CPU actor")
+    p.add_argument("--min-pixels", type=int, default=None, help="per picture (default: the model folder's setting)")
+    p.add_argument("--max-pixels", type=int, default=None, help="per picture, e.g. 1003520 = 1280 x 28 x 28")
     video = VideoSettings()
     p.add_argument("--video-frames", type=int, default=video.global_frames, help="frames in a clip's grid picture")
     p.add_argument("--video-columns", type=int, default=video.grid_columns, help="columns of that grid")

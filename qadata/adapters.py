@@ -173,25 +173,31 @@ def read_pipal(root: Path) -> pd.DataFrame:
     return _frame(paths, [s for _, s in rows], reference=[n.split("_")[0] for n, _ in rows])
 
 
+def _name_score_lines(source: Path, score_first: bool) -> tuple[list[str], list[float]]:
+    """A text file of 'score name' (or 'name score') lines -> (names, scores)."""
+    rows = [line.split() for line in _need(source).read_text().splitlines() if line.strip()]
+    layout = "'score name'" if score_first else "'name score'"
+    for number, row in enumerate(rows, 1):
+        if len(row) != 2:
+            raise LabelFileError(f"{source}: line {number}: expected {layout}, got {' '.join(row)!r}")
+    if score_first:
+        rows = [(name, score) for score, name in rows]
+    try:
+        return [name for name, _ in rows], [float(score) for _, score in rows]
+    except ValueError as error:
+        raise LabelFileError(f"{source}: a score is not a number ({error})") from None
+
+
 def read_tid2013(root: Path) -> pd.DataFrame:
-    source = _need(root / "mos_with_names.txt")
-    rows = [line.split() for line in source.read_text().splitlines() if line.strip()]
-    if any(len(r) != 2 for r in rows):
-        raise LabelFileError(f"{source}: expected lines 'MOS name'")
-    names = [name for _, name in rows]
-    return _frame(["distorted_images/" + n for n in names], [float(m) for m, _ in rows],
-                  reference=[n[:3].lower() for n in names], distortion=[int(n[4:6]) for n in names],
-                  level=[int(n[7]) for n in names])
+    names, mos = _name_score_lines(root / "mos_with_names.txt", score_first=True)
+    return _frame(["distorted_images/" + n for n in names], mos, reference=[n[:3].lower() for n in names],
+                  distortion=[int(n[4:6]) for n in names], level=[int(n[7]) for n in names])
 
 
 def read_csiq(root: Path) -> pd.DataFrame:
-    source = _need(root / "csiq_label.txt")
-    rows = [line.split() for line in source.read_text().splitlines() if line.strip()]
-    if any(len(r) != 2 for r in rows):
-        raise LabelFileError(f"{source}: expected lines 'image dmos'")
-    names = [name for name, _ in rows]
+    names, dmos = _name_score_lines(root / "csiq_label.txt", score_first=False)
     kinds = [n.split(".")[1] for n in names]
-    return _frame([f"dst_imgs/{k}/{n}" for k, n in zip(kinds, names)], [float(d) for _, d in rows],
+    return _frame([f"dst_imgs/{k}/{n}" for k, n in zip(kinds, names)], dmos,
                   reference=[n.split(".")[0] for n in names], distortion=kinds)
 
 
