@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import ray
 
 from actors.learner import LearnerRank, LearnerSettings
+from actors.placement import Plan, Slot, actor_options, plan, reserve
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
 from rewards.prpo import PRPOWeights
@@ -48,12 +49,13 @@ def learner_settings(cfg) -> LearnerSettings:
 class LearnerGroup:
     """N LearnerRank actors forming one DeepSpeed data-parallel group."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, slots: list[Slot] | None = None, group=None):
         settings = learner_settings(cfg)
-        gpus = cfg.learner.gpus_per_rank if cfg.learner.device != "cpu" else 0
-        actor = ray.remote(num_cpus=cfg.learner.cpus_per_rank, num_gpus=gpus)(LearnerRank)
         world = cfg.learner.num_ranks
-        self.ranks = [actor.remote(settings, rank, world) for rank in range(world)]
+        slots = slots or plan("none", 0, world, False, cfg.learner.cpus_per_rank, learner_gpus(cfg)).learners
+        actor = ray.remote(LearnerRank)
+        self.ranks = [actor.options(**actor_options(slots[rank], group)).remote(settings, rank, world)
+                      for rank in range(world)]
         addr, port = ray.get(self.ranks[0].address.remote())
         ray.get([r.setup.remote(addr, port) for r in self.ranks])
 
@@ -80,19 +82,31 @@ class LearnerGroup:
 
 
 def rollout_actors(count: int, backend: str, model_path: str, dtype: str, device: str, prompt_chunk: int,
-                   min_pixels: int | None, max_pixels: int | None, threads: int) -> list:
-    """`count` RolloutWorker actors, one GPU each unless on CPU."""
-    actor = ray.remote(num_cpus=1, num_gpus=0 if device == "cpu" else 1)(RolloutWorker)
+                   min_pixels: int | None, max_pixels: int | None, threads: int,
+                   slots: list[Slot] | None = None, group=None) -> list:
+    """`count` RolloutWorker actors, one GPU each unless on CPU (or as `slots` place them)."""
+    slots = slots or plan("none", count, 0, device != "cpu", 0, 0).rollouts
+    actor = ray.remote(RolloutWorker)
     return [
-        actor.remote(backend, model_path, dtype, device, prompt_chunk, min_pixels, max_pixels, threads)
-        for _ in range(count)
+        actor.options(**actor_options(slots[i], group)).remote(
+            backend, model_path, dtype, device, prompt_chunk, min_pixels, max_pixels, threads)
+        for i in range(count)
     ]
 
 
-def start_rollouts(cfg) -> list:
+def learner_gpus(cfg) -> float:
+    return cfg.learner.gpus_per_rank if cfg.learner.device != "cpu" else 0.0
+
+
+def role_plan(cfg) -> Plan:
+    return plan(cfg.placement.mode, cfg.rollout.num_actors, cfg.learner.num_ranks, cfg.rollout.device != "cpu",
+                cfg.learner.cpus_per_rank, learner_gpus(cfg), cfg.placement.colocated_rollout_share)
+
+
+def start_rollouts(cfg, slots: list[Slot] | None = None, group=None) -> list:
     r, m = cfg.rollout, cfg.model
     return rollout_actors(r.num_actors, r.backend, m.path, m.dtype, r.device, r.prompt_chunk, m.min_pixels,
-                          m.max_pixels, r.threads)
+                          m.max_pixels, r.threads, slots, group)
 
 
 def start_reward(cfg):
@@ -116,7 +130,18 @@ class Roles:
     rollouts: list
     reward: object
     learners: LearnerGroup
+    placement: dict | None = None  # the reserved bundles, for the run summary
 
 
 def start_roles(cfg) -> Roles:
-    return Roles(start_rollouts(cfg), start_reward(cfg), LearnerGroup(cfg))
+    """Reserve the placement group (if any), then start rollout actors, the reward actor, the learners."""
+    layout = role_plan(cfg)
+    group = reserve(layout, cfg.placement.strategy, cfg.placement.timeout_s)
+    placement = None
+    if group is not None:
+        placement = {"mode": cfg.placement.mode, "strategy": cfg.placement.strategy, "bundles": layout.bundles,
+                     "rollout_bundles": [s.bundle for s in layout.rollouts],
+                     "learner_bundles": [s.bundle for s in layout.learners],
+                     "state": ray.util.placement_group_table(group)["state"]}
+    return Roles(start_rollouts(cfg, layout.rollouts, group), start_reward(cfg),
+                 LearnerGroup(cfg, layout.learners, group), placement)

@@ -140,6 +140,14 @@ class TrackingConfig:
 
 
 @dataclass
+class PlacementConfig:
+    mode: str = MISSING
+    strategy: str = MISSING
+    colocated_rollout_share: float = MISSING
+    timeout_s: float = MISSING
+
+
+@dataclass
 class RayConfig:
     address: Optional[str] = None
     num_cpus: Optional[int] = None
@@ -159,6 +167,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
 CHOICES = {
@@ -171,6 +180,8 @@ CHOICES = {
     "algorithm.loss_aggregation": ("seq-mean-token-mean", "token-mean"),
     "learner.zero_stage": (0, 1, 2, 3),
     "learner.comm_backend": ("gloo", "nccl"),
+    "placement.mode": ("none", "separate", "colocated"),
+    "placement.strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
 }
 AT_LEAST_ONE = (
     "rollout.num_actors",
@@ -234,6 +245,9 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
     for key in AT_LEAST_ONE:
         if OmegaConf.select(config, key) < 1:
             raise ConfigError(f"config key {key!r} must be at least 1, got {OmegaConf.select(config, key)}")
+    if not 0 < config.placement.colocated_rollout_share < 1:
+        raise ConfigError("config key 'placement.colocated_rollout_share' must be in (0, 1), got "
+                          f"{config.placement.colocated_rollout_share}")
     if not 0 < config.video.cell_scale <= 1:
         raise ConfigError(f"config key 'video.cell_scale' must be in (0, 1], got {config.video.cell_scale}")
     if config.rollout.temperature <= 0:

@@ -227,6 +227,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     init_ray(cfg)
     roles = start_roles(cfg)
+    if roles.placement:
+        print(f"placement group ({roles.placement['mode']}, {roles.placement['strategy']}): bundles "
+              f"{roles.placement['bundles']}, rollouts in {roles.placement['rollout_bundles']}, learner ranks in "
+              f"{roles.placement['learner_bundles']}", flush=True)
     tracker = Tracker(
         cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.experiment, cfg.run.name,
         flatten(cfg), run_id=state["mlflow_run_id"] if state else None,
@@ -309,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
             tracker.log_artifact(str(training_curves(history["steps"], history["eval"], curves, cfg.run.name)))
         tracker.finish(status)
     summary = summarise(cfg, history, start_step, time.time() - started, data, policy_dir)
-    summary.update(weight_digests=digests, mlflow_run_id=tracker.run_id)
+    summary.update(weight_digests=digests, mlflow_run_id=tracker.run_id, placement=roles.placement)
     (Path(cfg.run.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
