@@ -1,0 +1,102 @@
+"""The KubeRay manifests validate against the RayJob / RayCluster CRDs; a broken one is rejected.
+
+The CRDs live in ../shared/kuberay (not part of this repository); the tests skip, saying so, without them.
+Validation as that folder's README describes: the v1 openAPIV3Schema, fields with a default dropped
+from `required`, objects without x-kubernetes-preserve-unknown-fields treated as closed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import ROOT
+
+CRDS = ROOT.parent / "shared" / "kuberay"
+MANIFESTS = sorted((ROOT / "launch" / "kuberay").glob("*.yaml"))
+
+
+def _tighten(schema):
+    if isinstance(schema, dict):
+        properties = schema.get("properties", {})
+        if "required" in schema:
+            schema["required"] = [r for r in schema["required"] if "default" not in properties.get(r, {})]
+            if not schema["required"]:
+                del schema["required"]
+        if schema.get("type") == "object" and properties and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema.setdefault("additionalProperties", False)
+        for value in schema.values():
+            _tighten(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _tighten(value)
+    return schema
+
+
+@pytest.fixture(scope="module")
+def validators():
+    if not CRDS.is_dir():
+        pytest.skip(f"KubeRay CRDs not found at {CRDS} (they ship in the workspace's shared/ folder)")
+    from jsonschema import Draft202012Validator
+
+    out = {}
+    for kind, name in (("RayJob", "ray.io_rayjobs.yaml"), ("RayCluster", "ray.io_rayclusters.yaml")):
+        crd = yaml.safe_load((CRDS / name).read_text())
+        version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+        out[kind] = Draft202012Validator(_tighten(copy.deepcopy(version["schema"]["openAPIV3Schema"])))
+    return out
+
+
+def errors(validators, document) -> list[str]:
+    return [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validators[document["kind"]].iter_errors(document)]
+
+
+def test_there_are_job_and_cluster_manifests_for_both_layouts():
+    assert {p.name for p in MANIFESTS} == {"rayjob-8gpu.yaml", "rayjob-2node.yaml", "raycluster-8gpu.yaml",
+                                           "raycluster-2node.yaml"}
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_manifest_validates_and_is_safe(validators, path):
+    document = yaml.safe_load(path.read_text())
+    assert errors(validators, document) == []
+    spec = document["spec"].get("rayClusterSpec", document["spec"])
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    for template in templates:
+        assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+        for container in template["spec"]["containers"]:
+            assert container["securityContext"]["privileged"] is False
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert any(e["name"] == "MLFLOW_TRACKING_URI" for e in container["env"])
+            assert {"/data", "/dev/shm"} <= {m["mountPath"] for m in container["volumeMounts"]}
+    gpus = sum(int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) * g["replicas"]
+               for g in spec["workerGroupSpecs"])
+    assert gpus == (16 if "2node" in path.name else 8)
+
+
+def test_job_entrypoint_names_a_config_that_loads():
+    from launch.config import load_config
+
+    for path in [p for p in MANIFESTS if p.name.startswith("rayjob")]:
+        words = yaml.safe_load(path.read_text())["spec"]["entrypoint"].split()
+        config = words[words.index("--config") + 1]
+        overrides = [w for w in words[words.index("--config") + 2 :] if "=" in w]
+        cfg = load_config(ROOT / config, overrides)
+        gpus = cfg.rollout.num_actors + cfg.learner.num_ranks * cfg.learner.gpus_per_rank
+        assert gpus == (16 if "2node" in path.name else 8)
+
+
+@pytest.mark.parametrize("breakage", ["typo", "replicas-string", "no-containers"])
+def test_a_broken_manifest_is_rejected(validators, breakage):
+    document = yaml.safe_load((ROOT / "launch" / "kuberay" / "rayjob-8gpu.yaml").read_text())
+    cluster = document["spec"]["rayClusterSpec"]
+    if breakage == "typo":
+        cluster["workerGroupSpec"] = cluster.pop("workerGroupSpecs")
+    elif breakage == "replicas-string":
+        cluster["workerGroupSpecs"][0]["replicas"] = "one"
+    else:
+        del cluster["headGroupSpec"]["template"]["spec"]["containers"]
+    assert errors(validators, document)
