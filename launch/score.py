@@ -153,9 +153,10 @@ def main(argv: list[str] | None = None) -> dict:
     todo = [p for p in paths if p not in done]
     print(f"{len(paths)} files: {len(paths) - len(todo)} already in {output.path}, {len(todo)} to score", flush=True)
 
-    rejected = [p for p in todo if kind_of(p) is None or not Path(p).is_file()]
+    rejected = {p for p in todo if kind_of(p) is None or not Path(p).is_file()}
     if rejected:
-        output.append([row_of(p, kind_of(p), None, ItemPrediction(p, error=rejection(p))) for p in rejected])
+        output.append([row_of(p, kind_of(p), None, ItemPrediction(p, error=rejection(p)))
+                       for p in todo if p in rejected])
     by_kind = {kind: [p for p in todo if p not in rejected and kind_of(p) == kind] for kind in ("image", "video")}
     if any(by_kind.values()):
         rollouts = start_scorers(model, args.num_actors, args.device, args.dtype, args.threads,
