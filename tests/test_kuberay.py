@@ -8,7 +8,6 @@ from `required`, objects without x-kubernetes-preserve-unknown-fields treated as
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
