@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import ray
@@ -11,6 +12,16 @@ from actors.placement import Plan, Slot, actor_options, plan, reserve
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
 from rewards.prpo import PRPOWeights
+
+
+def connect_ray(address: str | None, num_cpus: int) -> None:
+    """Join the cluster at `address` or RAY_ADDRESS (as under `ray job submit`), else start a local Ray."""
+    os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:

@@ -129,10 +129,12 @@ def main(argv: list[str] | None = None) -> dict:
         for part, index in parts.items():
             target = group_rows if part else rows
             label = {"dataset": name, **({args.by: part} if part else {})}
-            target.append({"method": method, **label, **set_metrics([predictions[k] for k in index], mos[index])})
+            part_metrics = set_metrics([predictions[k] for k in index], mos[index])
+            target.append({"method": method, **label, **part_metrics})
+            if not part:
+                metrics = ours[name] = part_metrics
             if brisque is not None:
                 target.append({"method": "BRISQUE", **label, **brisque_metrics(brisque[index], mos[index])})
-        metrics = ours[name] = set_metrics(predictions, mos)
         scored = [(p.score, i.mos) for p, i in zip(predictions, members) if p.score is not None]
         plotted[name] = (np.array([s for s, _ in scored]), np.array([m for _, m in scored]))
         records.extend(item_record(name, item, p, None if brisque is None else brisque[k])

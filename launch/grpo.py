@@ -27,7 +27,7 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from actors.grpo import group_advantages  # noqa: E402
-from actors.groups import start_roles  # noqa: E402
+from actors.groups import connect_ray, start_roles  # noqa: E402
 from actors.learner import TrainSample  # noqa: E402
 from launch import checkpoint  # noqa: E402
 from launch.config import ConfigError, flatten, load_config  # noqa: E402
@@ -122,13 +122,8 @@ def check_inputs(cfg) -> None:
 
 
 def init_ray(cfg) -> None:
-    os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
-    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=cfg.ray.address or os.environ["RAY_ADDRESS"])
-        return
     needed = cfg.rollout.num_actors + cfg.learner.num_ranks * cfg.learner.cpus_per_rank
-    num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, math.ceil(needed))
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    connect_ray(cfg.ray.address, cfg.ray.num_cpus or max(os.cpu_count() or 1, math.ceil(needed)))
 
 
 def generate(rollouts: list, requests: list, sampling: SamplingSettings) -> list:

@@ -18,7 +18,7 @@ import numpy as np
 import ray
 from tqdm import tqdm
 
-from actors.groups import rollout_actors
+from actors.groups import connect_ray, rollout_actors
 from qadata.media import MediaError, load_pictures
 from rewards.prpo import read_scores
 from rollouts.backend import RolloutRequest, SamplingSettings
@@ -58,11 +58,7 @@ class ItemPrediction:
 def start_scorers(model: str | Path, count: int, device: str, dtype: str, threads: int,
                   min_pixels: int | None = None, max_pixels: int | None = None) -> list:
     """Rollout actors for evaluation or scoring: joins RAY_ADDRESS's cluster, else starts a local Ray."""
-    os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-    else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, count + 1), include_dashboard=False)
+    connect_ray(None, max(os.cpu_count() or 1, count + 1))
     return rollout_actors(count, "hf", str(model), dtype, device, 8, min_pixels, max_pixels, threads)
 
 
