@@ -1,14 +1,17 @@
 """Speed of the video data flow (qadata/video.py) against two baselines, measured in one run.
 
-    python benchmarks/video_flow.py [--clips 6] [--frames 240] [--size 960x540] [--gop 60]
+    python benchmarks/video_flow.py [--clips 6] [--frames 240] [--size 960x540] [--gop 60] [--bframes 3]
 
 Every method builds the same pictures per clip (a 4 x 4 grid of 16 frames sampled uniformly in
 time + 3 full-resolution frames):
-  flow       decord, decoding only the needed frames (what training, evaluate and score use);
-  all        decord, decoding every frame of the clip, then picking;
-  pyav       PyAV, seeking to each needed frame and decoding from the keyframe before it.
+  flow         the data flow as training, evaluate and score run it (video.decoder: pyav): PyAV
+               decoding the needed frames and the frames they depend on, skipping the rest;
+  flow-decord  the data flow with video.decoder: decord (get_batch of the needed frames);
+  all          decord, decoding every frame of the clip, then picking;
+  pyav-seek    PyAV, seeking to each needed frame and decoding from the keyframe before it.
 Prints clips/s, the time until the first batch (`--batch` clips) is ready, and the ratios.
-Clips are generated: panning over scikit-image photos, H.264 at CRF 23, a keyframe every `--gop`.
+Clips are generated: panning over scikit-image photos, H.264 (x264 veryfast) at CRF 23, a keyframe
+every `--gop`, `--bframes` B-frames (x264's default 3; phone encoders often write 0).
 """
 
 from __future__ import annotations
@@ -28,22 +31,24 @@ from PIL import Image  # noqa: E402
 
 from qadata.benchmark_set import pan_clip  # noqa: E402
 from qadata.generated import photo_pixels  # noqa: E402
-from qadata.video import VideoSettings, frames_at, pack_grid, uniform_times, video_pictures  # noqa: E402
+from qadata.sparse_decode import read_frames  # noqa: E402
+from qadata.video import (VideoSettings, cell_size, pack_grid, sampled, shrink, uniform_times,  # noqa: E402
+                          video_pictures)
 from qadata.video_files import write_video  # noqa: E402
 
 SETTINGS = VideoSettings()
+DECORD = VideoSettings(decoder="decord")
 
 
 def pictures_from(frames: dict[int, np.ndarray], wanted_global, wanted_local) -> list[Image.Image]:
-    first = Image.fromarray(frames[int(wanted_global[0])])
-    cell = (max(28, round(first.width * SETTINGS.cell_scale)), max(28, round(first.height * SETTINGS.cell_scale)))
-    grid = pack_grid([Image.fromarray(frames[int(i)]) for i in wanted_global], SETTINGS.grid_columns, cell)
+    height, width = frames[int(wanted_global[0])].shape[:2]
+    cell = cell_size(width, height, SETTINGS)
+    grid = pack_grid([shrink(frames[int(i)], cell) for i in wanted_global], SETTINGS.grid_columns)
     return [grid, *(Image.fromarray(frames[int(i)]) for i in wanted_local)]
 
 
 def wanted(starts: np.ndarray, end: float) -> tuple[np.ndarray, np.ndarray]:
-    return (frames_at(starts, uniform_times(starts[0], end, SETTINGS.global_frames)),
-            frames_at(starts, uniform_times(starts[0], end, SETTINGS.local_frames)))
+    return sampled(starts, end, SETTINGS)
 
 
 def decode_all(path: str) -> list[Image.Image]:
@@ -99,6 +104,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=240, help="frames per clip (240: 8 s at 30 fps)")
     parser.add_argument("--size", default="960x540")
     parser.add_argument("--gop", type=int, default=60, help="frames between keyframes")
+    parser.add_argument("--bframes", type=int, default=3, help="x264 B-frames between references")
     parser.add_argument("--batch", type=int, default=4, help="clips in the first batch")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
@@ -110,15 +116,12 @@ def main() -> None:
         for k in range(args.clips):
             clip = pan_clip(photo_pixels(photos[k % len(photos)]), args.frames, height, rng, width=width)
             path = Path(folder) / f"clip{k}.mp4"
-            write_video(path, clip, fps=30, crf=23, extra=["-g", str(args.gop)])
+            write_video(path, clip, fps=30, crf=23, extra=["-g", str(args.gop), "-bf", str(args.bframes)])
             paths.append(str(path))
-        methods = {"flow": lambda p: video_pictures(p, SETTINGS), "all": decode_all}
-        try:
-            import av  # noqa: F401
-
-            methods["pyav"] = pyav_needed
-        except ImportError:
-            print("PyAV not installed (pip install av): its column is skipped")
+        methods = {"flow": lambda p: video_pictures(p, SETTINGS), "flow-decord": lambda p: video_pictures(p, DECORD),
+                   "all": decode_all, "pyav-seek": pyav_needed}
+        counts = {}
+        read_frames(paths[0], lambda starts, end: np.concatenate(sampled(starts, end, SETTINGS)), counts)
         check = {name: [pic.size for pic in method(paths[0])] for name, method in methods.items()}
         assert len({tuple(v) for v in check.values()}) == 1, f"methods build different pictures: {check}"
         results = {}
@@ -126,9 +129,10 @@ def main() -> None:
             runs = [timed(method, paths, args.batch) for _ in range(args.repeats)]
             results[name] = (max(r[0] for r in runs), min(r[1] for r in runs))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}; "
-          f"{args.clips} clips of {args.frames} frames at {width}x{height}, keyframe every {args.gop}")
+          f"{args.clips} clips of {args.frames} frames at {width}x{height}, keyframe every {args.gop}, "
+          f"{args.bframes} B-frames; flow decodes {counts['decoded']} of {counts['frames']} frames of a clip")
     for name, (rate, first) in results.items():
-        print(f"{name:5s} {rate:6.2f} clips/s, first batch of {args.batch} in {first:6.2f} s")
+        print(f"{name:11s} {rate:6.2f} clips/s, first batch of {args.batch} in {first:6.2f} s")
     flow = results["flow"]
     for name in [n for n in results if n != "flow"]:
         rate, first = results[name]

@@ -54,6 +54,7 @@ class VideoConfig:
     grid_columns: int = MISSING
     cell_scale: float = MISSING
     local_frames: int = MISSING
+    decoder: str = MISSING
 
 
 @dataclass
@@ -181,6 +182,7 @@ CHOICES = {
     "learner.zero_stage": (0, 1, 2, 3),
     "learner.comm_backend": ("gloo", "nccl"),
     "placement.mode": ("none", "separate", "colocated"),
+    "video.decoder": ("pyav", "decord"),
     "placement.strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
 }
 AT_LEAST_ONE = (

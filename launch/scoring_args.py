@@ -27,6 +27,8 @@ def add_scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video-columns", type=int, default=video.grid_columns, help="columns of that grid")
     p.add_argument("--video-cell-scale", type=float, default=video.cell_scale, help="packed frame size / frame size")
     p.add_argument("--video-local-frames", type=int, default=video.local_frames, help="full-resolution frames")
+    p.add_argument("--video-decoder", default=video.decoder, choices=["pyav", "decord"],
+                   help="the same pictures either way; pyav decodes about half as much on B-frame streams")
 
 
 def check_scoring_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> VideoSettings:
@@ -37,6 +39,7 @@ def check_scoring_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
     if args.temperature <= 0:
         p.error("--temperature must be positive")
     try:
-        return VideoSettings(args.video_frames, args.video_columns, args.video_cell_scale, args.video_local_frames)
+        return VideoSettings(args.video_frames, args.video_columns, args.video_cell_scale, args.video_local_frames,
+                             decoder=args.video_decoder)
     except ValueError as error:
         p.error(str(error).replace("video.", "--video setting "))

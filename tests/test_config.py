@@ -31,6 +31,7 @@ def test_every_schema_key_has_a_default_in_base_yaml():
         ("algorithm.kl_estimator=k4", "algorithm.kl_estimator"),
         ("learner.zero_stage=4", "learner.zero_stage"),
         ("rollout.group_size=0", "rollout.group_size"),
+        ("video.decoder=ffmpeg", "video.decoder"),
         ("nonsense", "key=value"),
     ],
 )
