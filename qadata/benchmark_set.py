@@ -8,11 +8,12 @@ stutter, flicker and noise. Labels:
   true quality = anchor(type, level) + content term,
   anchor      = KADID-10K's human mean for the matching type and level (../shared/reference/benchmarks.md;
                 our own anchors where KADID has no monotone match, marked below),
-  content term = SSIM to the reference - the mean SSIM of that type and level, capped at +-0.3:
-                the same distortion hurts some contents more than others (a weight of 2 or no cap
-                let noise-like types overlap across levels: per-type SRCC -0.82..-0.89),
-then R simulated raters (a bias each, noise per rating, integer 1-5 votes): MOS = their mean, with
-`mos_std`. Splits: the references of `TEST_PHOTOS` are held out (`test`), and one whole distortion
+  content term = SSIM to the reference - the mean SSIM of that type and level, capped at +-0.3
+                and at half the gap to the type's nearest other level anchor: the same distortion
+                hurts some contents more than others, but not so much that levels swap (a weight
+                of 2 or no cap let noise-like types overlap: per-type SRCC -0.82..-0.89),
+then R simulated raters (default 30, as KADID-10K collected per image; a bias each, noise per
+rating, integer 1-5 votes): MOS = their mean, with `mos_std`. Splits: the references of `TEST_PHOTOS` are held out (`test`), and one whole distortion
 type per modality is held out for cross-domain tests (`unseen_type`). Deterministic for a given seed
 and package set.
 """
@@ -61,6 +62,8 @@ TRAIN_PHOTOS = ("chelsea", "colorwheel", "hubble_deep_field", "immunohistochemis
                 "motorcycle_right", "logo")
 TEST_PHOTOS = ("coffee", "rocket", "retina", "astronaut")
 CONTENT_WEIGHT, CONTENT_CAP = 1.0, 0.3
+# KADID's pixelate means for levels 2-4 are 0.1-0.2 apart, its JPEG levels 1-2 0.09.
+CONTENT_GAP_SHARE = 0.5
 
 
 def distort_image(image: np.ndarray, kind: str, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -154,10 +157,18 @@ def simulated_raters(true: np.ndarray, raters: int, rng: np.random.Generator) ->
     return votes.mean(axis=1), votes.std(axis=1)
 
 
+def _content_cap(kind: str, anchor: float) -> float:
+    """The largest shift content may give an item of this type whose level has `anchor` (MOS units)."""
+    anchors = (IMAGE_TYPES.get(kind) or VIDEO_TYPES[kind])[1]
+    gaps = [abs(anchor - other) for other in anchors if other != anchor]
+    return min(CONTENT_CAP, CONTENT_GAP_SHARE * min(gaps)) if gaps else CONTENT_CAP
+
+
 def _labels(rows: list[dict], raters: int, rng: np.random.Generator) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     mean_ssim = frame.groupby(["distortion", "level"])["ssim"].transform("mean")
-    content = np.clip(CONTENT_WEIGHT * (frame["ssim"] - mean_ssim), -CONTENT_CAP, CONTENT_CAP)
+    cap = frame.apply(lambda row: _content_cap(row["distortion"], row["anchor"]), axis=1)
+    content = np.clip(CONTENT_WEIGHT * (frame["ssim"] - mean_ssim), -cap, cap)
     frame["mos_true"] = np.clip(frame["anchor"] + content, 1.0, 5.0)
     frame["mos"], frame["mos_std"] = simulated_raters(frame["mos_true"].to_numpy(), raters, rng)
     frame["mos_raw"] = frame["mos"]
@@ -166,7 +177,7 @@ def _labels(rows: list[dict], raters: int, rng: np.random.Generator) -> pd.DataF
 
 def generate_benchmark(folder: str | Path, image_side: int = 224, photos: tuple[str, ...] | None = None,
                        video_photos: tuple[str, ...] | None = None, video_side: int = 96, video_frames: int = 24,
-                       levels: tuple[int, ...] = (1, 2, 3, 4, 5), raters: int = 15, seed: int = 0,
+                       levels: tuple[int, ...] = (1, 2, 3, 4, 5), raters: int = 30, seed: int = 0,
                        progress: bool = True) -> Path:
     """Write images/, videos/ and manifest.parquet under `folder`; returns the manifest path.
 
