@@ -13,9 +13,9 @@ stutter, flicker and noise. Labels:
                 hurts some contents more than others, but not so much that levels swap (a weight
                 of 2 or no cap let noise-like types overlap: per-type SRCC -0.82..-0.89),
 then R simulated raters (default 30, as KADID-10K collected per image; a bias each, noise per
-rating, integer 1-5 votes): MOS = their mean, with `mos_std`. Splits: the references of `TEST_PHOTOS` are held out (`test`), and one whole distortion
-type per modality is held out for cross-domain tests (`unseen_type`). Deterministic for a given seed
-and package set.
+rating, integer 1-5 votes): MOS = their mean, with `mos_std`. Splits: the references of
+`TEST_PHOTOS` are held out (`test`), and one whole distortion type per modality is held out for
+cross-domain tests (`unseen_type`). Deterministic for a given seed and package set.
 """
 
 from __future__ import annotations

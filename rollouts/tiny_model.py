@@ -208,10 +208,14 @@ def warm_up(
     lr: float = 1e-3,
     seed: int = 0,
     log_every: int = 50,
+    videos: list | None = None,
+    video_every: int = 4,
 ) -> dict:
     """Supervised format warm-up in place: answers that describe each image's look (from its pixels)
     and give random scores. The learning rate decays linearly to zero.
 
+    videos: optional clips as their pictures ([grid, local frames...], qadata.video); then every
+    `video_every`-th step is a VQA batch (global and local scores, the grid described).
     Returns {"steps", "loss", "seconds"}. Loss is over the completion tokens only.
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -227,14 +231,17 @@ def warm_up(
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
-    descriptions = [describe_image(image) for image in images]
+    sets = {"iqa": [[image] for image in images], "vqa": list(videos or [])}
+    descriptions = {task: [describe_image(pictures[0]) for pictures in sets[task]] for task in sets}
     tokenizer = processor.tokenizer
     start, loss = time.time(), float("nan")
     for step in range(steps):
-        picked = [rng.randrange(len(images)) for _ in range(batch)]
-        prompts = processor.encode([chat_messages("iqa", 1)] * batch, [[images[i]] for i in picked])
+        task = "vqa" if sets["vqa"] and step % video_every == video_every - 1 else "iqa"
+        picked = [rng.randrange(len(sets[task])) for _ in range(batch)]
+        prompts = processor.encode([chat_messages(task, len(sets[task][i])) for i in picked],
+                                   [sets[task][i] for i in picked])
         answers = [
-            tokenizer(random_completion(rng, "iqa", descriptions[i]))["input_ids"] + [tokenizer.eos_token_id]
+            tokenizer(random_completion(rng, task, descriptions[task][i]))["input_ids"] + [tokenizer.eos_token_id]
             for i in picked
         ]
         inputs, completion_mask = join_prompt_and_completions(prompts, answers, processor.pad_id)

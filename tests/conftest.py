@@ -19,7 +19,7 @@ def generated_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, generated_data) -> Path:
-    """A tiny model with a short format warm-up (most greedy answers parse): real files, from_pretrained."""
+    """A tiny model with a short format warm-up, images and clips (most greedy answers parse): real files."""
     import torch
 
     from qadata.manifest import items, read_manifest
@@ -30,5 +30,22 @@ def tiny_model(tmp_path_factory, generated_data) -> Path:
     folder = tmp_path_factory.mktemp("model") / "tiny"
     builder.build(folder)
     images = [load_image(item.path) for item in items(read_manifest(generated_data), "train")[:8]]
-    builder.warm_up(folder, images, steps=120, batch=4, log_every=0)
+    builder.warm_up(folder, images, steps=200, batch=4, log_every=0, videos=_clips(folder.parent / "clips"),
+                    video_every=3)
     return folder
+
+
+def _clips(folder: Path) -> list:
+    """The pictures of 4 short panning clips (64 px, as the CI benchmark's), for the VQA answer format."""
+    import numpy as np
+
+    from qadata.benchmark_set import pan_clip
+    from qadata.generated import photo_pixels
+    from qadata.video import video_pictures
+    from qadata.video_files import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = [write_video(folder / f"{photo}.mp4", pan_clip(photo_pixels(photo), 16, 64, rng), fps=24)
+             for photo in ("chelsea", "coffee", "astronaut", "rocket")]
+    return [video_pictures(path) for path in paths]
