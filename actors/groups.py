@@ -50,6 +50,7 @@ def learner_settings(cfg) -> LearnerSettings:
         kl_coef=algo.kl_coef,
         kl_estimator=algo.kl_estimator,
         loss_aggregation=algo.loss_aggregation,
+        rollout_is_cap=algo.rollout_is_cap if algo.rollout_is == "truncated" else None,
         min_pixels=cfg.model.min_pixels,
         max_pixels=cfg.model.max_pixels,
         threads=cfg.learner.threads,

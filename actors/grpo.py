@@ -53,6 +53,22 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tens
     raise ValueError(f"loss aggregation {mode!r} is not one of {LOSS_AGGREGATIONS}")
 
 
+def rollout_importance_weights(old_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, mask: torch.Tensor,
+                               cap: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Truncated importance sampling for rollouts sampled by another engine (vLLM, another dtype).
+
+    The answers were drawn from pi_rollout, but the loss's ratio is taken against the learner's
+    pi_old; each token is weighted by min(pi_old / pi_rollout, cap), detached. [N, T] -> [N, T]
+    weights (1 off the mask) and statistics: mean weight and the share of tokens at the cap.
+    """
+    log_ratio = (old_logprobs.detach() - rollout_logprobs).clamp(max=20.0)
+    raw = log_ratio.exp()
+    weights = torch.where(mask > 0, raw.clamp(max=cap), torch.ones_like(raw))
+    tokens = mask.sum().clamp(min=1)
+    return weights, {"is_weight": float((weights * mask).sum() / tokens),
+                     "is_capped": float(((raw > cap) & (mask > 0)).float().sum() / tokens)}
+
+
 def grpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -64,10 +80,12 @@ def grpo_loss(
     kl_coef: float = 0.04,
     kl_estimator: str = "k3",
     aggregation: str = "seq-mean-token-mean",
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped-ratio policy loss plus beta * KL to the reference.
 
-    logprobs / old_logprobs / ref_logprobs / mask: [N, T]; advantages: [N] (one per answer).
+    logprobs / old_logprobs / ref_logprobs / mask: [N, T]; advantages: [N] (one per answer);
+    is_weights [N, T]: per-token weights of the policy term (rollout_importance_weights), or None.
     Returns the scalar loss and detached statistics (policy loss, KL, clip fraction).
     """
     ratio = torch.exp(logprobs - old_logprobs)
@@ -75,6 +93,8 @@ def grpo_loss(
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
     policy = -torch.minimum(unclipped, clipped)
+    if is_weights is not None:
+        policy = policy * is_weights
     if ref_logprobs is None or kl_estimator == "none" or kl_coef == 0:
         kl = torch.zeros_like(logprobs)
     else:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from actors.grpo import grpo_loss
+from actors.grpo import grpo_loss, rollout_importance_weights
 from rollouts.model_loading import DTYPES, load_policy
 from rollouts.processor import QualityProcessor
 from rollouts.sequences import completion_logprobs
@@ -51,6 +51,7 @@ class LearnerSettings:
     kl_coef: float = 0.04
     kl_estimator: str = "k3"
     loss_aggregation: str = "seq-mean-token-mean"
+    rollout_is_cap: float | None = None  # truncated importance sampling against the rollout log-probs
     min_pixels: int | None = None
     max_pixels: int | None = None
     threads: int = 1
@@ -164,6 +165,13 @@ class LearnerRank:
                         self.reference, prompts, tokens, self.processor.pad_id, s.temperature
                     )
             advantages = torch.tensor([c.advantage for c in chunk], dtype=logprobs.dtype, device=logprobs.device)
+            rollout = torch.zeros_like(logprobs)
+            for row, c in enumerate(chunk):
+                n = min(len(c.rollout_logprobs), rollout.shape[1])
+                rollout[row, :n] = torch.tensor(c.rollout_logprobs[:n], dtype=rollout.dtype)
+            is_weights, is_stats = None, {}
+            if s.rollout_is_cap is not None:
+                is_weights, is_stats = rollout_importance_weights(logprobs, rollout, mask, s.rollout_is_cap)
             # One policy update per batch: pi_old is the current policy, detached.
             loss, stats = grpo_loss(
                 logprobs,
@@ -176,14 +184,12 @@ class LearnerRank:
                 s.kl_coef,
                 s.kl_estimator,
                 s.loss_aggregation,
+                is_weights,
             )
+            stats.update(is_stats)
             self.engine.backward(loss)
             self.engine.step()
             with torch.no_grad():
-                rollout = torch.zeros_like(logprobs)
-                for row, c in enumerate(chunk):
-                    n = min(len(c.rollout_logprobs), rollout.shape[1])
-                    rollout[row, :n] = torch.tensor(c.rollout_logprobs[:n], dtype=rollout.dtype)
                 tokens_here = float(mask.sum())
                 stats["loss"] = float(loss)
                 stats["entropy"] = float((entropy * mask).sum() / mask.sum().clamp(min=1))

@@ -94,6 +94,8 @@ class AlgorithmConfig:
     kl_coef: float = MISSING
     kl_estimator: str = MISSING
     loss_aggregation: str = MISSING
+    rollout_is: str = MISSING
+    rollout_is_cap: float = MISSING
 
 
 @dataclass
@@ -179,6 +181,7 @@ CHOICES = {
     "algorithm.advantage": ("grpo", "drgrpo"),
     "algorithm.kl_estimator": ("k1", "k2", "k3", "none"),
     "algorithm.loss_aggregation": ("seq-mean-token-mean", "token-mean"),
+    "algorithm.rollout_is": ("none", "truncated"),
     "learner.zero_stage": (0, 1, 2, 3),
     "learner.comm_backend": ("gloo", "nccl"),
     "placement.mode": ("none", "separate", "colocated"),
@@ -252,6 +255,9 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
                           f"{config.placement.colocated_rollout_share}")
     if not 0 < config.video.cell_scale <= 1:
         raise ConfigError(f"config key 'video.cell_scale' must be in (0, 1], got {config.video.cell_scale}")
+    if config.algorithm.rollout_is_cap < 1:
+        raise ConfigError("config key 'algorithm.rollout_is_cap' must be at least 1, got "
+                          f"{config.algorithm.rollout_is_cap}")
     if config.rollout.temperature <= 0:
         raise ConfigError("config key 'rollout.temperature' must be positive")
     if config.learner.comm_backend == "nccl" and config.learner.device == "cpu":

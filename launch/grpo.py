@@ -185,8 +185,9 @@ def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.
     for term in ("std_penalty", "triplet_balance", "rank_to_mos", "pairwise", "triplet_ranking"):
         if term in rewards:
             metrics[f"reward/{term}"] = rewards[term].mean()
-    for key in ("loss", "policy_loss", "kl", "clip_fraction", "entropy", "logprob_gap"):
-        metrics[f"learner/{key}"] = float(np.mean([s[key] for s in learner_stats]))
+    for key in ("loss", "policy_loss", "kl", "clip_fraction", "entropy", "logprob_gap", "is_weight", "is_capped"):
+        if key in learner_stats[0]:
+            metrics[f"learner/{key}"] = float(np.mean([s[key] for s in learner_stats]))
     tokens = sum(s["tokens"] for s in learner_stats)
     metrics["learner/tokens"] = tokens
     return {k: float(v) for k, v in metrics.items()}

@@ -19,6 +19,7 @@ from helpers import ROOT, run_cli
 from launch.score import ScoreFile
 from qadata.manifest import read_manifest, write_manifest
 from qadata.video_files import write_video
+from rollouts.prompts import IQA_ASPECTS, VQA_SCORES
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +120,9 @@ def test_score_folder_interrupted_and_restarted_has_each_file_once(tiny_model, g
     assert {r["kind"] for r in rows if r["path"].endswith("clip.mp4")} == {"video"}
     scored = [r for r in rows if r["score"]]
     assert len(scored) + len(errors) == 201 and len(scored) >= 100
-    assert all(1 <= float(r["score"]) <= 5 and r["saturation"] and r["reasoning"] for r in scored)
+    assert all(1 <= float(r["score"]) <= 5 and r["reasoning"] for r in scored)
+    # aspects by kind: the five IQA aspects for pictures, global and local scores for clips
+    assert all(all(r[a] for a in (VQA_SCORES if r["kind"] == "video" else IQA_ASPECTS)) for r in scored)
 
 
 def test_score_file_drops_a_torn_last_line(tmp_path):

@@ -73,3 +73,21 @@ def test_clip_higher_is_asymmetric():
     logp = torch.full((1, 1), math.log(1.25))
     loss, _ = grpo_loss(logp, old, None, torch.tensor([1.0]), torch.ones(1, 1), clip_low=0.2, clip_high=0.28)
     assert loss.item() == pytest.approx(-1.25)
+
+
+def test_truncated_importance_weights_cap_and_reweight_the_policy_term():
+    from actors.grpo import rollout_importance_weights
+
+    old = torch.log(torch.tensor([[0.5, 0.4, 0.9], [0.2, 0.2, 0.2]]))
+    rollout = torch.log(torch.tensor([[0.5, 0.1, 0.3], [0.4, 0.2, 0.01]]))
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    weights, stats = rollout_importance_weights(old, rollout, mask, cap=2.0)
+    expected = torch.tensor([[1.0, 2.0, 2.0], [0.5, 1.0, 1.0]])  # 0.4/0.1 and 0.9/0.3 capped; masked -> 1
+    assert torch.allclose(weights, expected, atol=1e-6)
+    assert stats["is_capped"] == pytest.approx(2 / 5) and stats["is_weight"] == pytest.approx(6.5 / 5)
+    logprobs = old.clone().requires_grad_(True)
+    plain, _ = grpo_loss(logprobs, old, None, torch.tensor([1.0, -1.0]), mask, kl_coef=0.0)
+    weighted, _ = grpo_loss(logprobs, old, None, torch.tensor([1.0, -1.0]), mask, kl_coef=0.0, is_weights=weights)
+    # ratio 1 everywhere: per-answer policy term is -A x mean weight over its tokens
+    assert float(plain) == pytest.approx(0.0)
+    assert float(weighted) == pytest.approx(((-1 * 5 / 3) + (1 * 1.5 / 2)) / 2)
