@@ -187,6 +187,30 @@ def build_model(spec: TinyModelSpec, tokenizer):
     return model
 
 
+def build_text(folder: str | Path, spec: TinyModelSpec = TinyModelSpec(heads=2)) -> Path:
+    """A tiny Qwen2 *text* model with the same tokenizer and chat template: what vLLM's CPU build can
+    run (its Qwen2.5-VL path needs a torchvision that CPU torch lacks). vLLM's CPU attention wants
+    head_dim >= 64, hence 2 heads of 64."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    folder = Path(folder)
+    tokenizer = build_tokenizer(spec)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=spec.hidden, intermediate_size=spec.hidden * 2,
+                         num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+                         num_key_value_heads=spec.heads, max_position_embeddings=2048,
+                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                         pad_token_id=ids["<|endoftext|>"], tie_word_embeddings=False)
+    torch.manual_seed(spec.seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def build(folder: str | Path, spec: TinyModelSpec = TinyModelSpec()) -> Path:
     """Write an untrained tiny model, tokenizer and processor to `folder`."""
     folder = Path(folder)

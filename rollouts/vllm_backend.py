@@ -1,0 +1,225 @@
+"""Rollout backend on vLLM: one engine per rollout actor, G samples per prompt in one request.
+
+Prompts are the model's chat template with one `<|image_pad|>` per picture, the pictures passed as
+multimodal data (vLLM expands them); the four-picture video prompt is just a prompt with four
+pictures. Log-probs are vLLM's *processed* log-probs (after temperature), the quantity the learner
+recomputes, so their gap is meaningful. Every prompt is checked against the engine's context and
+picture limits first (rollouts/prompt_budget.py) and fails or is skipped with its item named.
+
+Weights arrive in one of two ways (`weight_sync`):
+  object_store  the learner's gathered weights (a Ray object, Hugging Face names) are loaded in place
+                with vLLM's `reload_weights` (in-process iterator, or safetensors in a temp folder
+                when the engine runs in its own process); what the CPU test lane runs;
+  nccl | ipc    vLLM's weight-transfer engine: the learner drives init/start/update/finish through
+                this actor's methods (actors/weight_transfer.py) — NCCL broadcast between separate
+                GPUs, CUDA IPC when colocated. No process group is made here beside vLLM's own.
+Either way the prefix cache is reset after a sync, and a sync that does not finish within
+`sync_timeout_s` raises instead of hanging. With `sleep` (colocated mode) the engine sleeps after
+generating, and wakes its weights before a sync and its KV cache after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from rollouts.backend import Completion, RolloutRequest, SamplingSettings
+from rollouts.processor import IMAGE_PAD, VISION_TOKENS, require_model_folder
+from rollouts.prompt_budget import PromptLimits, budget_problem
+
+
+@dataclass(frozen=True)
+class VLLMSettings:
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.5   # share of the GPU for weights + KV cache (colocated: leave room)
+    max_model_len: int = 8192             # prompt + answer tokens
+    max_pictures: int = 4                 # pictures per prompt (a video prompt has 1 + local frames)
+    enforce_eager: bool = False
+    sleep: bool = False                   # colocated: free the GPU between generations
+    weight_sync: str = "object_store"     # object_store | nccl | ipc
+    sync_timeout_s: float = 600.0
+    on_oversized: str = "fail"            # fail | skip: a prompt over the limits
+
+
+def call_with_timeout(what: str, timeout_s: float, function, *args, **kwargs):
+    """function(*args, **kwargs), or TimeoutError naming `what` after timeout_s (the call is left behind)."""
+    result: dict = {}
+
+    def run():
+        try:
+            result["value"] = function(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = error
+
+    worker = threading.Thread(target=run, daemon=True, name=what)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise TimeoutError(f"{what} did not finish within {timeout_s:.0f} s (rollout.vllm.sync_timeout_s); "
+                           "the engine is stuck: check the learner and rollout logs")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def _picture_settings(folder: Path, min_pixels: int | None, max_pixels: int | None) -> dict:
+    """min/max pixels, patch and merge size from the folder's preprocessor_config.json (defaults of Qwen2.5-VL)."""
+    path = folder / "preprocessor_config.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    size = saved.get("size") or {}
+    return {
+        "min_pixels": min_pixels or saved.get("min_pixels") or size.get("shortest_edge") or 56 * 56,
+        "max_pixels": max_pixels or saved.get("max_pixels") or size.get("longest_edge") or 28 * 28 * 1280,
+        "patch": saved.get("patch_size", 14),
+        "merge": saved.get("merge_size", 2),
+    }
+
+
+class VLLMRolloutBackend:
+    def __init__(self, model_path: str | Path, dtype: str = "bfloat16", device: str = "cuda",
+                 min_pixels: int | None = None, max_pixels: int | None = None,
+                 settings: VLLMSettings = VLLMSettings(), seed: int = 0):
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        folder = require_model_folder(model_path)
+        self.settings = settings
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.eos_ids = sorted({self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|endoftext|>")})
+        self.vision_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+        self.image_pad_id = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+        pictures = _picture_settings(folder, min_pixels, max_pixels)
+        self.limits = PromptLimits(settings.max_model_len, settings.max_pictures, **pictures)
+        kwargs = dict(model=str(folder), dtype=dtype, seed=seed, max_model_len=settings.max_model_len,
+                      tensor_parallel_size=settings.tensor_parallel_size, enforce_eager=settings.enforce_eager,
+                      enable_prefix_caching=True, logprobs_mode="processed_logprobs")
+        if (folder / "preprocessor_config.json").is_file():  # a vision-language model
+            kwargs["limit_mm_per_prompt"] = {"image": settings.max_pictures}
+            kwargs["mm_processor_kwargs"] = {"min_pixels": pictures["min_pixels"],
+                                             "max_pixels": pictures["max_pixels"]}
+        if device != "cpu":
+            kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+            kwargs["enable_sleep_mode"] = settings.sleep
+        if settings.weight_sync in ("nccl", "ipc"):
+            from vllm.config import WeightTransferConfig
+
+            kwargs["weight_transfer_config"] = WeightTransferConfig(backend=settings.weight_sync)
+        self.llm = LLM(**kwargs)
+        self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+        self.skipped: list[str] = []  # every prompt skipped for its size, named
+        self._version = 0
+        self._asleep = False
+
+    # ------------------------------------------------------------------ generation
+
+    def _prompt(self, request: RolloutRequest, max_new_tokens: int) -> tuple[dict | None, str | None]:
+        text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        slots = ids.count(self.image_pad_id)
+        if slots != len(request.images):
+            raise ValueError(f"item {request.item_id}: prompt has {slots} picture slots, {len(request.images)} given")
+        problem = budget_problem(request.item_id, len(ids) - slots, [p.size for p in request.images],
+                                 max_new_tokens, self.limits)
+        if problem:
+            return None, problem
+        if request.images:
+            return {"prompt": text, "multi_modal_data": {"image": list(request.images)}}, None
+        return {"prompt_token_ids": ids}, None
+
+    def _sampling_params(self, sampling: SamplingSettings):
+        from vllm import SamplingParams
+
+        greedy = sampling.greedy
+        extra = {"top_k": sampling.top_k} if sampling.top_k > 0 and not greedy else {}
+        return SamplingParams(
+            n=1 if greedy else sampling.n,
+            temperature=0.0 if greedy else sampling.temperature,
+            top_p=1.0 if greedy else sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            seed=sampling.seed,
+            logprobs=0,  # the sampled token's log-prob
+            stop_token_ids=self.eos_ids,
+            # Picture tokens sampled into an answer break the learner's forward, as in the HF backend.
+            logit_bias={token: -100.0 for token in self.vision_ids},
+            **extra,
+        )
+
+    def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
+        self._wake(["weights", "kv_cache"])
+        n = 1 if sampling.greedy else sampling.n
+        prompts, where = [], []
+        answers: list[list[Completion]] = [[] for _ in requests]
+        for index, request in enumerate(requests):
+            prompt, problem = self._prompt(request, sampling.max_new_tokens)
+            if problem is None:
+                prompts.append(prompt)
+                where.append(index)
+            elif self.settings.on_oversized == "skip":
+                print(f"skipping rollout: {problem}", flush=True)
+                self.skipped.append(problem)
+                answers[index] = [Completion(token_ids=[], text="", logprobs=[], finished=False) for _ in range(n)]
+            else:
+                raise ValueError(problem)
+        outputs = self.llm.generate(prompts, self._sampling_params(sampling), use_tqdm=False) if prompts else []
+        for index, output in zip(where, outputs):
+            answers[index] = [self._completion(o) for o in output.outputs]
+        if self.settings.sleep:
+            self.llm.sleep(level=1)
+            self._asleep = True
+        return answers
+
+    def _completion(self, output) -> Completion:
+        tokens = list(output.token_ids)
+        logprobs = [step[token].logprob for step, token in zip(output.logprobs or [], tokens)]
+        return Completion(token_ids=tokens, text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+                          logprobs=logprobs, finished=output.finish_reason == "stop")
+
+    # ------------------------------------------------------------------ weights
+
+    def _wake(self, tags: list[str]) -> None:
+        if self._asleep:
+            self.llm.wake_up(tags=tags)
+            self._asleep = "kv_cache" not in tags
+
+    def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
+        """Hugging Face-named full weights, loaded in place (weight_sync: object_store)."""
+        call_with_timeout(f"weight sync to version {version}", self.settings.sync_timeout_s,
+                          self._reload, weights)
+        self._version = version
+
+    def _reload(self, weights: Mapping[str, torch.Tensor]) -> None:
+        self._wake(["weights"])
+        if self.in_process:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(weights.items())})
+        else:
+            from safetensors.torch import save_file
+
+            with tempfile.TemporaryDirectory(prefix="preresq-weights-", dir=_fast_tmp()) as folder:
+                save_file({k: v.contiguous() for k, v in weights.items()}, str(Path(folder) / "model.safetensors"))
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_path": folder})
+        self.after_sync()
+
+    def after_sync(self, version: int | None = None) -> None:
+        """Cached prefixes were computed with the old weights; then the KV cache comes back."""
+        self.llm.reset_prefix_cache()
+        self._wake(["kv_cache"])
+        if version is not None:
+            self._version = version
+
+    def weights_version(self) -> int:
+        return self._version
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError("vLLM keeps fused weights (qkv_proj, gate_up_proj): compare answers, not digests "
+                                  "(trainer.verify_sync needs rollout.backend: hf)")
+
+
+def _fast_tmp() -> str | None:
+    return "/dev/shm" if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None

@@ -1,0 +1,132 @@
+"""The vLLM rollout backend on vLLM's CPU build (`make test-vllm`, its own environment).
+
+What runs: a tiny Qwen2 *text* model built here (vLLM's Qwen2.5-VL path imports torchvision, and
+PyPI's torchvision is CUDA-linked, so pictures cannot go through vLLM on CPU); G samples per prompt
+with token ids and log-probs checked against transformers; a learner step (GRPO loss, AdamW) on the
+transformers copy, its weights synced into the engine, which then answers as the new weights do;
+prompts over the context named (fail) or skipped. Skipped where vLLM is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process: 2 s to start, not 15
+vllm = pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` builds its environment")
+
+import torch  # noqa: E402
+
+from actors.grpo import grpo_loss  # noqa: E402
+from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
+from rollouts.prompts import chat_messages  # noqa: E402
+from rollouts.tiny_model import build_text  # noqa: E402
+from rollouts.vllm_backend import VLLMRolloutBackend, VLLMSettings, call_with_timeout  # noqa: E402
+
+TEMPERATURE = 0.7
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    return build_text(tmp_path_factory.mktemp("vllm") / "tiny-text")
+
+
+@pytest.fixture(scope="module")
+def backend(model_folder):
+    return VLLMRolloutBackend(model_folder, dtype="float32", device="cpu",
+                              settings=VLLMSettings(max_model_len=256, enforce_eager=True, on_oversized="skip"))
+
+
+@pytest.fixture(scope="module")
+def reference(model_folder):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_folder, torch_dtype=torch.float32)
+
+
+def requests(count: int) -> list[RolloutRequest]:
+    return [RolloutRequest(f"item{k}", [], chat_messages("iqa", 0)) for k in range(count)]
+
+
+def prompt_ids(backend, request) -> list[int]:
+    text = backend.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+    return backend.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def hf_logprobs(model, prompt: list[int], answer: list[int], temperature: float, banned: list[int]) -> torch.Tensor:
+    """[len(answer)] log-probs of `answer` after `prompt` at `temperature`, `banned` tokens excluded as the
+    backend excludes picture tokens from answers (on a random model they hold ~0.7% of the mass)."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1 : -1].float() / temperature
+    logits[:, banned] = -float("inf")
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(answer)[:, None]).squeeze(-1)
+
+
+def test_g_samples_per_prompt_with_the_learners_log_probs(backend, reference):
+    sampling = SamplingSettings(n=4, temperature=TEMPERATURE, max_new_tokens=16, seed=0)
+    answers = backend.generate(requests(2), sampling)
+    assert [len(a) for a in answers] == [4, 4]
+    ids = prompt_ids(backend, requests(1)[0])
+    for completion in answers[0]:
+        assert 0 < len(completion.token_ids) <= 16 and len(completion.logprobs) == len(completion.token_ids)
+        assert not set(completion.token_ids) & set(backend.vision_ids)
+        expected = hf_logprobs(reference, ids, completion.token_ids, TEMPERATURE, backend.vision_ids)
+        assert torch.allclose(torch.tensor(completion.logprobs), expected, atol=1e-4)
+    assert len({tuple(c.token_ids) for c in answers[0]}) > 1  # G different answers
+
+
+def test_a_learner_step_synced_in_is_what_the_engine_then_generates(backend, reference):
+    request = requests(1)[0]
+    ids = prompt_ids(backend, request)
+    greedy = SamplingSettings(n=1, max_new_tokens=12, greedy=True)
+    before = backend.generate([request], greedy)[0][0].token_ids
+    # One learner update on the transformers copy: GRPO loss over the engine's own samples.
+    samples = backend.generate([request], SamplingSettings(n=4, temperature=1.0, max_new_tokens=12, seed=1))[0]
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=0.05)
+    width = max(len(s.token_ids) for s in samples)
+    logprobs, mask = torch.zeros(len(samples), width), torch.zeros(len(samples), width)
+    for row, s in enumerate(samples):
+        with torch.enable_grad():
+            logits = reference(torch.tensor([ids + s.token_ids])).logits[0, len(ids) - 1 : -1]
+        logprobs[row, : len(s.token_ids)] = torch.log_softmax(logits, -1).gather(
+            -1, torch.tensor(s.token_ids)[:, None]).squeeze(-1)
+        mask[row, : len(s.token_ids)] = 1
+    loss, _ = grpo_loss(logprobs, logprobs.detach(), None, torch.tensor([1.0, -1.0, 1.0, -1.0]), mask, kl_coef=0.0)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    reference.eval()
+
+    backend.load_weights({k: v.detach().clone() for k, v in reference.state_dict().items()}, version=1)
+    assert backend.weights_version() == 1
+    after = backend.generate([request], greedy)[0][0].token_ids
+    with torch.no_grad():
+        expected = reference.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                                      eos_token_id=backend.eos_ids)[0, len(ids):].tolist()
+    assert after == expected[: len(after)] and after != before
+    sampled = backend.generate([request], SamplingSettings(n=2, temperature=TEMPERATURE, max_new_tokens=12, seed=2))
+    for completion in sampled[0]:
+        expected = hf_logprobs(reference, ids, completion.token_ids, TEMPERATURE, backend.vision_ids)
+        gap = torch.tensor(completion.logprobs) - expected
+        assert gap.abs().max() < 1e-4  # the engine samples from exactly the learner's new policy
+
+
+def test_prompts_over_the_context_are_named_and_skipped_or_refused(backend, model_folder):
+    long = RolloutRequest("too-long.jpg", [], [{"role": "user", "content": [{"type": "text", "text": "word " * 300}]}])
+    answers = backend.generate([long, requests(1)[0]], SamplingSettings(n=2, max_new_tokens=8, seed=0))
+    assert [c.token_ids for c in answers[0]] == [[], []] and all(c.token_ids for c in answers[1])
+    assert "too-long.jpg" in backend.skipped[-1] and "max_model_len 256" in backend.skipped[-1]
+    backend.settings = VLLMSettings(max_model_len=256, on_oversized="fail")
+    try:
+        with pytest.raises(ValueError, match="too-long.jpg"):
+            backend.generate([long], SamplingSettings(n=1, max_new_tokens=8))
+    finally:
+        backend.settings = VLLMSettings(max_model_len=256, enforce_eager=True, on_oversized="skip")
+
+
+def test_a_stuck_sync_becomes_a_clear_error():
+    import time
+
+    with pytest.raises(TimeoutError, match="weight sync to version 3 did not finish within 1 s"):
+        call_with_timeout("weight sync to version 3", 1.0, time.sleep, 5)
