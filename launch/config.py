@@ -58,6 +58,18 @@ class VideoConfig:
 
 
 @dataclass
+class VLLMConfig:
+    tensor_parallel_size: int = MISSING
+    gpu_memory_utilization: float = MISSING
+    max_model_len: int = MISSING
+    max_pictures: int = MISSING
+    enforce_eager: bool = MISSING
+    sleep: bool = MISSING
+    weight_sync: str = MISSING
+    on_oversized: str = MISSING
+
+
+@dataclass
 class RolloutConfig:
     backend: str = MISSING
     num_actors: int = MISSING
@@ -69,6 +81,8 @@ class RolloutConfig:
     max_new_tokens: int = MISSING
     prompt_chunk: int = MISSING
     threads: int = MISSING
+    sync_timeout_s: float = MISSING
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
 
 @dataclass
@@ -176,7 +190,9 @@ class Config:
 CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "data.task": ("auto", "iqa", "vqa"),
-    "rollout.backend": ("hf",),
+    "rollout.backend": ("hf", "vllm"),
+    "rollout.vllm.weight_sync": ("object_store", "nccl", "ipc"),
+    "rollout.vllm.on_oversized": ("fail", "skip"),
     "reward.preference_scope": ("global", "micro"),
     "algorithm.advantage": ("grpo", "drgrpo"),
     "algorithm.kl_estimator": ("k1", "k2", "k3", "none"),
@@ -192,6 +208,9 @@ AT_LEAST_ONE = (
     "rollout.num_actors",
     "rollout.group_size",
     "rollout.max_new_tokens",
+    "rollout.vllm.tensor_parallel_size",
+    "rollout.vllm.max_model_len",
+    "rollout.vllm.max_pictures",
     "rollout.prompt_chunk",
     "rollout.threads",
     "learner.threads",
@@ -223,6 +242,27 @@ def _merge(config: DictConfig, other: Any, source: str) -> DictConfig:
         return OmegaConf.merge(config, other)
     except OmegaConfBaseException as error:
         raise ConfigError(_describe(error, source)) from None
+
+
+def _check_vllm(config: DictConfig) -> None:
+    if config.rollout.backend != "vllm":
+        return
+    v = config.rollout.vllm
+    if config.trainer.verify_sync:
+        raise ConfigError("config key 'trainer.verify_sync' compares weight digests, which vLLM's fused weights do "
+                          "not give: set it false with rollout.backend vllm")
+    if v.weight_sync in ("nccl", "ipc") and (config.rollout.device == "cpu" or config.learner.device == "cpu"):
+        raise ConfigError(f"config key 'rollout.vllm.weight_sync' is {v.weight_sync}, which needs GPUs on both "
+                          "sides: use object_store on CPU")
+    if v.weight_sync == "ipc" and config.placement.mode != "colocated":
+        raise ConfigError("config key 'rollout.vllm.weight_sync' is ipc (CUDA IPC, same GPU) but "
+                          f"'placement.mode' is {config.placement.mode}: use nccl, or colocated placement")
+    if v.sleep and config.placement.mode != "colocated":
+        raise ConfigError("config key 'rollout.vllm.sleep' frees the GPU for a colocated learner: it needs "
+                          "'placement.mode: colocated'")
+    if not 0 < v.gpu_memory_utilization <= 1:
+        raise ConfigError("config key 'rollout.vllm.gpu_memory_utilization' must be in (0, 1], got "
+                          f"{v.gpu_memory_utilization}")
 
 
 def load_config(config_file: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
@@ -258,6 +298,7 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
     if config.algorithm.rollout_is_cap < 1:
         raise ConfigError("config key 'algorithm.rollout_is_cap' must be at least 1, got "
                           f"{config.algorithm.rollout_is_cap}")
+    _check_vllm(config)
     if config.rollout.temperature <= 0:
         raise ConfigError("config key 'rollout.temperature' must be positive")
     if config.learner.comm_backend == "nccl" and config.learner.device == "cpu":

@@ -150,10 +150,22 @@ def learning_samples(requests, answers, advantages: np.ndarray, ranks: int) -> l
     return [samples[r::ranks] for r in range(ranks)]
 
 
-def sync_weights(roles, version: int) -> None:
-    """Learner's full weights -> every rollout actor; returns once all of them generate with them."""
-    weights = roles.learners.full_weights()
-    ray.get([actor.load_weights.remote(weights, version) for actor in roles.rollouts])
+def sync_weights(roles, version: int, timeout_s: float) -> None:
+    """Learner's weights -> every rollout actor; returns once all of them generate with them.
+
+    Through vLLM's weight transfer when set up (nccl | ipc), else rank 0's gathered weights as one Ray
+    object. A sync slower than timeout_s is an error naming the option, not a hang.
+    """
+    try:
+        if roles.weight_transfer:
+            roles.learners.send_weights(timeout_s)
+            ray.get([actor.update_weight_version.remote(str(version)) for actor in roles.rollouts], timeout=timeout_s)
+        else:
+            weights = roles.learners.full_weights()
+            ray.get([actor.load_weights.remote(weights, version) for actor in roles.rollouts], timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise RuntimeError(f"weight sync to version {version} did not finish within {timeout_s:.0f} s "
+                           "(rollout.sync_timeout_s): a rollout or learner actor is stuck") from None
 
 
 def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.ndarray,
@@ -239,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
         sampler.load_state(state["sampler"])
         torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
         history, start_step = state["history"], state["step"]
-        sync_weights(roles, start_step)
+        sync_weights(roles, start_step, cfg.rollout.sync_timeout_s)
         print(f"resumed from {resume_from} at step {start_step}", flush=True)
 
     eval_requests, eval_mos = data.eval_set()
@@ -281,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
                 shards = learning_samples(requests, answers, advantages, cfg.learner.num_ranks)
                 learner_stats = roles.learners.train_step(shards)
             with timer.phase("sync"):
-                sync_weights(roles, step)
+                sync_weights(roles, step, cfg.rollout.sync_timeout_s)
 
             metrics = {**step_metrics(rewards, answers, mos, advantages, learner_stats), **timer.seconds}
             metrics["time/step"] = sum(timer.seconds.values())

@@ -33,9 +33,18 @@ def model_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def backend(model_folder):
-    return VLLMRolloutBackend(model_folder, dtype="float32", device="cpu",
-                              settings=VLLMSettings(max_model_len=256, enforce_eager=True, on_oversized="skip"))
+def worker(model_folder):
+    """The rollout role as Ray runs it (in-process here: the lane has no Ray), vLLM behind it."""
+    from actors.rollout import RolloutWorker
+
+    return RolloutWorker("vllm", str(model_folder), "float32", "cpu",
+                         vllm={"max_model_len": 256, "enforce_eager": True, "on_oversized": "skip"})
+
+
+@pytest.fixture(scope="module")
+def backend(worker):
+    assert isinstance(worker.backend, VLLMRolloutBackend)
+    return worker.backend
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +85,7 @@ def test_g_samples_per_prompt_with_the_learners_log_probs(backend, reference):
     assert len({tuple(c.token_ids) for c in answers[0]}) > 1  # G different answers
 
 
-def test_a_learner_step_synced_in_is_what_the_engine_then_generates(backend, reference):
+def test_a_learner_step_synced_in_is_what_the_engine_then_generates(worker, backend, reference):
     request = requests(1)[0]
     ids = prompt_ids(backend, request)
     greedy = SamplingSettings(n=1, max_new_tokens=12, greedy=True)
@@ -98,8 +107,8 @@ def test_a_learner_step_synced_in_is_what_the_engine_then_generates(backend, ref
     optimizer.step()
     reference.eval()
 
-    backend.load_weights({k: v.detach().clone() for k, v in reference.state_dict().items()}, version=1)
-    assert backend.weights_version() == 1
+    assert worker.load_weights({k: v.detach().clone() for k, v in reference.state_dict().items()}, 1) == 1
+    assert worker.weights_version() == 1
     after = backend.generate([request], greedy)[0][0].token_ids
     with torch.no_grad():
         expected = reference.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
