@@ -38,7 +38,7 @@ from rollouts.prompt_budget import PromptLimits, budget_problem
 @dataclass(frozen=True)
 class VLLMSettings:
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.5   # share of the GPU for weights + KV cache (colocated: leave room)
+    gpu_memory_utilization: float = 0.5   # share of the GPU (CPU build: of RAM) for weights + KV cache
     max_model_len: int = 8192             # prompt + answer tokens
     max_pictures: int = 4                 # pictures per prompt (a video prompt has 1 + local frames)
     enforce_eager: bool = False
@@ -104,8 +104,9 @@ class VLLMRolloutBackend:
             kwargs["limit_mm_per_prompt"] = {"image": settings.max_pictures}
             kwargs["mm_processor_kwargs"] = {"min_pixels": pictures["min_pixels"],
                                              "max_pixels": pictures["max_pixels"]}
+        # On vLLM's CPU build the same knob is the share of RAM it reserves.
+        kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
         if device != "cpu":
-            kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
             kwargs["enable_sleep_mode"] = settings.sleep
         if settings.weight_sync in ("nccl", "ipc"):
             from vllm.config import WeightTransferConfig

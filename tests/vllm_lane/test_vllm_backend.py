@@ -38,7 +38,8 @@ def worker(model_folder):
     from actors.rollout import RolloutWorker
 
     return RolloutWorker("vllm", str(model_folder), "float32", "cpu",
-                         vllm={"max_model_len": 256, "enforce_eager": True, "on_oversized": "skip"})
+                         vllm={"max_model_len": 256, "enforce_eager": True, "on_oversized": "skip",
+                               "gpu_memory_utilization": 0.05})  # of RAM on the CPU build: ~1 GB
 
 
 @pytest.fixture(scope="module")
@@ -126,12 +127,13 @@ def test_prompts_over_the_context_are_named_and_skipped_or_refused(backend, mode
     answers = backend.generate([long, requests(1)[0]], SamplingSettings(n=2, max_new_tokens=8, seed=0))
     assert [c.token_ids for c in answers[0]] == [[], []] and all(c.token_ids for c in answers[1])
     assert "too-long.jpg" in backend.skipped[-1] and "max_model_len 256" in backend.skipped[-1]
+    kept = backend.settings
     backend.settings = VLLMSettings(max_model_len=256, on_oversized="fail")
     try:
         with pytest.raises(ValueError, match="too-long.jpg"):
             backend.generate([long], SamplingSettings(n=1, max_new_tokens=8))
     finally:
-        backend.settings = VLLMSettings(max_model_len=256, enforce_eager=True, on_oversized="skip")
+        backend.settings = kept
 
 
 def test_a_stuck_sync_becomes_a_clear_error():
