@@ -65,3 +65,23 @@ def test_cli_fails_before_any_actor_on_bad_input(tmp_path):
     result = run_cli(["launch/grpo.py", "--config", "configs/local.yaml", f"model.path={empty}",
                       f"data.train_manifest={missing_manifest}"])
     assert result.returncode != 0 and f"manifest not found: {missing_manifest}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["rollout.backend=vllm"], "trainer.verify_sync"),
+        (["rollout.backend=vllm", "trainer.verify_sync=false", "rollout.vllm.weight_sync=nccl"], "GPUs on both sides"),
+        (["rollout.backend=vllm", "trainer.verify_sync=false", "rollout.device=cuda", "learner.device=cuda",
+          "learner.comm_backend=nccl", "rollout.vllm.weight_sync=ipc"], "colocated"),
+        (["rollout.backend=vllm", "trainer.verify_sync=false", "rollout.vllm.sleep=true"], "colocated"),
+        (["rollout.vllm.weight_sync=rdma"], "rollout.vllm.weight_sync"),
+        (["algorithm.rollout_is=full"], "algorithm.rollout_is"),
+        (["algorithm.rollout_is_cap=0.5"], "algorithm.rollout_is_cap"),
+    ],
+)
+def test_vllm_and_importance_sampling_options_are_checked_at_start(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(ROOT / "configs" / "local.yaml", overrides)
+    # the GPU layouts themselves load: vLLM rollouts, NCCL weight transfer
+    assert load_config(ROOT / "configs" / "gpu-8.yaml").rollout.vllm.weight_sync == "nccl"
