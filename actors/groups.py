@@ -70,7 +70,7 @@ class LearnerGroup:
         self.ranks = [actor.options(**actor_options(slots[rank], group)).remote(settings, rank, world)
                       for rank in range(world)]
         addr, port = ray.get(self.ranks[0].address.remote())
-        ray.get([r.setup.remote(addr, port) for r in self.ranks])
+        self.ranks_info = ray.get([r.setup.remote(addr, port) for r in self.ranks])
 
     def train_step(self, shards: list[list]) -> list[dict]:
         return ray.get([r.train_step.remote(shard) for r, shard in zip(self.ranks, shards)])

@@ -102,8 +102,10 @@ class LearnerRank:
     def address(self) -> tuple[str, int]:
         return free_address()
 
-    def setup(self, master_addr: str, master_port: int) -> int:
-        """Join the process group and build the DeepSpeed engine (collective: all ranks at once)."""
+    def setup(self, master_addr: str, master_port: int) -> dict:
+        """Join the process group and build the DeepSpeed engine (collective: all ranks at once).
+
+        Returns the rank and its share of the reference model's parameters."""
         settings, rank, world_size = self.settings, self.rank, self.world_size
         os.environ.update(
             RANK=str(rank),
@@ -134,9 +136,24 @@ class LearnerRank:
         )
         self.reference = None
         if settings.kl_estimator != "none" and settings.kl_coef > 0:
-            self.reference = load_policy(settings.model_path, dtype=settings.dtype, device=device).eval()
-            self.reference.requires_grad_(False)
-        return rank
+            reference = load_policy(settings.model_path, dtype=settings.dtype, device=device).eval()
+            reference.requires_grad_(False)
+            if settings.zero_stage == 3:
+                # Sharded like the policy: a full frozen copy per rank is 16.6 GB for the 7B model.
+                config = {k: v for k, v in _deepspeed_config(settings, world_size).items() if k != "gradient_clipping"}
+                reference, *_ = deepspeed.initialize(model=reference, config=config)
+                reference.eval()
+            self.reference = reference
+        return {"rank": rank, **self.reference_share()}
+
+    def reference_share(self) -> dict[str, int]:
+        """Parameters of the frozen reference model held on this rank, and in the whole model."""
+        if self.reference is None:
+            return {"reference_params_held": 0, "reference_params": 0}
+        params = list(self.reference.parameters())
+        held = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+        total = sum(getattr(p, "ds_numel", p.numel()) for p in params)
+        return {"reference_params_held": int(held), "reference_params": int(total)}
 
     # ------------------------------------------------------------------ learning
 

@@ -49,7 +49,7 @@ class RolloutWorker:
         self.backend.llm.init_weight_transfer_engine(request)
 
     def start_weight_update(self) -> None:
-        self.backend._wake(["weights"])
+        self.backend.wake(["weights"])
         self.backend.llm.start_weight_update()
 
     def update_weights(self, request) -> None:

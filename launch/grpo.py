@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> dict:
             tracker.log_artifact(str(training_curves(history["steps"], history["eval"], curves, cfg.run.name)))
         tracker.finish(status)
     summary = summarise(cfg, history, start_step, time.time() - started, data, policy_dir)
-    summary.update(weight_digests=digests, mlflow_run_id=tracker.run_id, placement=roles.placement)
+    summary.update(weight_digests=digests, mlflow_run_id=tracker.run_id, placement=roles.placement,
+                   learner_ranks=roles.learners.ranks_info)
     (Path(cfg.run.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

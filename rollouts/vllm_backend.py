@@ -153,7 +153,7 @@ class VLLMRolloutBackend:
         )
 
     def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
-        self._wake(["weights", "kv_cache"])
+        self.wake(["weights", "kv_cache"])
         n = 1 if sampling.greedy else sampling.n
         prompts, where = [], []
         answers: list[list[Completion]] = [[] for _ in requests]
@@ -184,7 +184,8 @@ class VLLMRolloutBackend:
 
     # ------------------------------------------------------------------ weights
 
-    def _wake(self, tags: list[str]) -> None:
+    def wake(self, tags: list[str]) -> None:
+        """Wake what sleep mode released: "weights", "kv_cache" (a no-op when awake)."""
         if self._asleep:
             self.llm.wake_up(tags=tags)
             self._asleep = "kv_cache" not in tags
@@ -196,7 +197,7 @@ class VLLMRolloutBackend:
         self._version = version
 
     def _reload(self, weights: Mapping[str, torch.Tensor]) -> None:
-        self._wake(["weights"])
+        self.wake(["weights"])
         if self.in_process:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(weights.items())})
         else:
@@ -210,7 +211,7 @@ class VLLMRolloutBackend:
     def after_sync(self, version: int | None = None) -> None:
         """Cached prefixes were computed with the old weights; then the KV cache comes back."""
         self.llm.reset_prefix_cache()
-        self._wake(["kv_cache"])
+        self.wake(["kv_cache"])
         if version is not None:
             self._version = version
 

@@ -52,6 +52,9 @@ def test_two_steps_two_zero3_ranks_then_weights_match(tiny_model, generated_data
     summary = json.loads((out / "summary.json").read_text())
     digests = summary["weight_digests"]
     assert digests["rollouts"] == [digests["learner"]]
+    # The frozen reference is sharded like the policy: each of the 2 ranks holds about half of it.
+    shares = [r["reference_params_held"] / r["reference_params"] for r in summary["learner_ranks"]]
+    assert len(shares) == 2 and all(0.45 < share < 0.55 for share in shares), summary["learner_ranks"]
 
     # The policy moved away from the initial weights, and the saved HF folder holds what was synced.
     import torch
