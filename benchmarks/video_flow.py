@@ -47,17 +47,13 @@ def pictures_from(frames: dict[int, np.ndarray], wanted_global, wanted_local) ->
     return [grid, *(Image.fromarray(frames[int(i)]) for i in wanted_local)]
 
 
-def wanted(starts: np.ndarray, end: float) -> tuple[np.ndarray, np.ndarray]:
-    return sampled(starts, end, SETTINGS)
-
-
 def decode_all(path: str) -> list[Image.Image]:
     import decord
 
     reader = decord.VideoReader(path, num_threads=1)
     every = reader.get_batch(list(range(len(reader)))).asnumpy()
     stamps = reader.get_frame_timestamp(np.arange(len(reader)))
-    g, loc = wanted(stamps[:, 0], float(stamps[-1, 1]))
+    g, loc = sampled(stamps[:, 0], float(stamps[-1, 1]), SETTINGS)
     return pictures_from(dict(enumerate(every)), g, loc)
 
 
