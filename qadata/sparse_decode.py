@@ -21,7 +21,7 @@ import numpy as np
 
 from qadata.media import MediaError
 
-# starts [F] seconds (sorted), end of the last frame (s) -> indices into starts of the wanted frames
+# starts [F] seconds (NaN where unknown), end of the last frame (s) -> indices into starts of the wanted frames
 Pick = Callable[[np.ndarray, float], np.ndarray]
 
 
@@ -61,15 +61,10 @@ def _turns(frame) -> int:
     return round((getattr(frame, "rotation", 0) or 0) / 90) % 4
 
 
-def _timeline(stamps: list[float | None], durations: list[float]) -> tuple[np.ndarray, float]:
-    """Frame starts (s) and the end of the last frame; frame indices when timing is missing or broken."""
-    if not stamps or any(s is None for s in stamps):
-        return np.arange(len(stamps), dtype=float), float(len(stamps))
-    starts = np.asarray(stamps, dtype=float)
-    if not np.all(np.isfinite(starts)) or np.any(np.diff(starts) < 0):
-        return np.arange(len(stamps), dtype=float), float(len(stamps))
-    step = durations[-1] if durations and durations[-1] > 0 else (float(np.median(np.diff(starts))) if len(starts) > 1
-                                                                 else 1.0)
+def _timeline(stamps: list[float | None], last_duration: float) -> tuple[np.ndarray, float]:
+    """Frame starts (s; NaN where missing) and the end of the last frame. The picker judges broken timing."""
+    starts = np.array([np.nan if t is None else t for t in stamps], dtype=float)
+    step = last_duration if last_duration > 0 else (float(np.median(np.diff(starts))) if len(starts) > 1 else 1.0)
     return starts, float(starts[-1] + step)
 
 
@@ -126,7 +121,7 @@ def read_frames(path: str | Path, pick: Pick, counts: dict | None = None) -> lis
             return _read_in_output_order(path, pick, counts)
         shown = sorted(packets, key=lambda p: p.pts)
         base = float(stream.time_base)
-        starts, end = _timeline([p.pts * base for p in shown], [(shown[-1].duration or 0) * base])
+        starts, end = _timeline([p.pts * base for p in shown], (shown[-1].duration or 0) * base)
         chosen = [shown[int(i)].pts for i in pick(starts, end)]
         found = _decode_wanted(packets, stream, set(chosen), counts)
     finally:
@@ -149,14 +144,14 @@ def _read_in_output_order(path: str | Path, pick: Pick, counts: dict) -> list:
         finally:
             container.close()
 
-    stamps, durations = [], []
+    stamps, duration = [], 0.0
     for frame in frames():
         stamps.append(frame.time)
-        durations.append(float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0)
+        duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
     if not stamps:
         raise MediaError(f"{path}: video has no frames")
     counts.update(frames=len(stamps), decoded=counts["decoded"] + 2 * len(stamps), fallback=True)
-    chosen = [int(i) for i in pick(*_timeline(stamps, durations))]
+    chosen = [int(i) for i in pick(*_timeline(stamps, duration))]
     wanted = set(chosen)
     found = {k: frame for k, frame in enumerate(frames()) if k in wanted}
     return [found[k] for k in chosen]

@@ -67,7 +67,13 @@ def pack_grid(cells: list[np.ndarray], columns: int) -> Image.Image:
 
 
 def sampled(starts: np.ndarray, end: float, settings: VideoSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Frame indices of the grid's N frames and of the L local frames. starts [F] s, sorted; end: the last frame's."""
+    """Frame indices of the grid's N frames and of the L local frames. starts [F] s; end: the last frame's.
+
+    Broken timing (a missing or non-finite time, times going back, no span) samples by frame index.
+    """
+    starts = np.asarray(starts, dtype=float)
+    if not np.all(np.isfinite(starts)) or np.any(np.diff(starts) < 0) or not end > starts[0]:
+        starts, end = np.arange(len(starts), dtype=float), float(len(starts))
     return (frames_at(starts, uniform_times(starts[0], end, settings.global_frames)),
             frames_at(starts, uniform_times(starts[0], end, settings.local_frames)))
 
@@ -108,8 +114,6 @@ def decord_frames(path: str | Path, settings: VideoSettings) -> tuple[list[np.nd
     try:
         starts = reader.get_frame_timestamp(np.arange(count))[:, 0]
         end = float(reader.get_frame_timestamp([count - 1])[0, 1])
-        if not np.all(np.isfinite(starts)) or np.any(np.diff(starts) < 0) or end <= starts[0]:
-            starts, end = np.arange(count, dtype=float), float(count)  # broken timing: fall back to indices
         wanted_global, wanted_local = sampled(starts, end, settings)
         needed = np.unique(np.concatenate([wanted_global, wanted_local]))
         decoded = reader.get_batch(needed.tolist()).asnumpy()  # [K, H, W, 3] uint8, only these frames

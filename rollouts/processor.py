@@ -26,6 +26,12 @@ def require_model_folder(folder: str | Path) -> Path:
     return folder
 
 
+def answer_token_ids(tokenizer) -> tuple[list[int], list[int]]:
+    """(ids that end an answer, picture-token ids an answer must not contain) of a Qwen chat tokenizer."""
+    eos_ids = sorted({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>")})
+    return eos_ids, [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+
+
 def resolve_model(path: str | Path) -> Path:
     """A saved model folder, or a preresq run folder's `policy/` (its final weights)."""
     path = Path(path)
@@ -53,8 +59,7 @@ class QualityProcessor:
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")
-        self.eos_ids = sorted({self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|endoftext|>")})
-        self.vision_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+        self.eos_ids, self.vision_ids = answer_token_ids(self.tokenizer)
 
     def prompt_text(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

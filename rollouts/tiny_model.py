@@ -153,17 +153,8 @@ def build_model(spec: TinyModelSpec, tokenizer):
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": spec.hidden,
-            "intermediate_size": spec.hidden * 2,
-            "num_hidden_layers": spec.layers,
-            "num_attention_heads": spec.heads,
-            "num_key_value_heads": spec.heads,
-            "max_position_embeddings": 2048,
+            **_text_settings(spec, tokenizer),
             "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config={
             "depth": spec.vision_depth,
@@ -181,9 +172,22 @@ def build_model(spec: TinyModelSpec, tokenizer):
         tie_word_embeddings=False,
     )
     torch.manual_seed(spec.seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return _stop_at_end_tokens(Qwen2_5_VLForConditionalGeneration(config), tokenizer)
+
+
+def _text_settings(spec: TinyModelSpec, tokenizer) -> dict:
+    """The language model's size and special tokens, shared by the VL model and the text-only one."""
+    end, im_end = tokenizer.convert_tokens_to_ids("<|endoftext|>"), tokenizer.convert_tokens_to_ids("<|im_end|>")
+    return {"vocab_size": len(tokenizer), "hidden_size": spec.hidden, "intermediate_size": spec.hidden * 2,
+            "num_hidden_layers": spec.layers, "num_attention_heads": spec.heads, "num_key_value_heads": spec.heads,
+            "max_position_embeddings": 2048, "bos_token_id": end, "eos_token_id": im_end, "pad_token_id": end}
+
+
+def _stop_at_end_tokens(model, tokenizer):
+    """generate() stops at <|im_end|> or <|endoftext|> and pads with the latter."""
+    end, im_end = tokenizer.convert_tokens_to_ids("<|endoftext|>"), tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.eos_token_id = [im_end, end]
+    model.generation_config.pad_token_id = end
     return model
 
 
@@ -195,16 +199,9 @@ def build_text(folder: str | Path, spec: TinyModelSpec = TinyModelSpec(heads=2))
 
     folder = Path(folder)
     tokenizer = build_tokenizer(spec)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=spec.hidden, intermediate_size=spec.hidden * 2,
-                         num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
-                         num_key_value_heads=spec.heads, max_position_embeddings=2048,
-                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                         pad_token_id=ids["<|endoftext|>"], tie_word_embeddings=False)
     torch.manual_seed(spec.seed)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model = Qwen2ForCausalLM(Qwen2Config(**_text_settings(spec, tokenizer), tie_word_embeddings=False))
+    _stop_at_end_tokens(model, tokenizer)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

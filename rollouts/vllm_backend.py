@@ -31,7 +31,7 @@ from typing import Mapping
 import torch
 
 from rollouts.backend import Completion, RolloutRequest, SamplingSettings
-from rollouts.processor import IMAGE_PAD, VISION_TOKENS, require_model_folder
+from rollouts.processor import IMAGE_PAD, answer_token_ids, require_model_folder
 from rollouts.prompt_budget import PromptLimits, budget_problem
 
 
@@ -92,8 +92,7 @@ class VLLMRolloutBackend:
         folder = require_model_folder(model_path)
         self.settings = settings
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.eos_ids = sorted({self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|endoftext|>")})
-        self.vision_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+        self.eos_ids, self.vision_ids = answer_token_ids(self.tokenizer)
         self.image_pad_id = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
         pictures = _picture_settings(folder, min_pixels, max_pixels)
         self.limits = PromptLimits(settings.max_model_len, settings.max_pictures, **pictures)
