@@ -61,6 +61,7 @@ class VideoConfig:
 class VLLMConfig:
     tensor_parallel_size: int = MISSING
     gpu_memory_utilization: float = MISSING
+    kv_cache_bytes: Optional[int] = None
     max_model_len: int = MISSING
     max_pictures: int = MISSING
     enforce_eager: bool = MISSING
@@ -260,6 +261,12 @@ def _check_vllm(config: DictConfig) -> None:
     if v.sleep and config.placement.mode != "colocated":
         raise ConfigError("config key 'rollout.vllm.sleep' frees the GPU for a colocated learner: it needs "
                           "'placement.mode: colocated'")
+    if config.rollout.device == "cpu" and v.kv_cache_bytes is None:
+        raise ConfigError("config key 'rollout.vllm.kv_cache_bytes' is not set: on CPU vLLM's KV cache is sized in "
+                          "bytes (e.g. 1073741824 for 1 GiB), never as a share of the machine's memory")
+    if v.kv_cache_bytes is not None and v.kv_cache_bytes < 1 << 20:
+        raise ConfigError(f"config key 'rollout.vllm.kv_cache_bytes' must be at least 1 MiB (1048576), got "
+                          f"{v.kv_cache_bytes}")
     if not 0 < v.gpu_memory_utilization <= 1:
         raise ConfigError("config key 'rollout.vllm.gpu_memory_utilization' must be in (0, 1], got "
                           f"{v.gpu_memory_utilization}")

@@ -38,7 +38,8 @@ from rollouts.prompt_budget import PromptLimits, budget_problem
 @dataclass(frozen=True)
 class VLLMSettings:
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.5   # share of the GPU (CPU build: of RAM) for weights + KV cache
+    gpu_memory_utilization: float = 0.5   # share of the GPU for weights + KV cache (GPU only)
+    kv_cache_bytes: int | None = None     # KV cache size in bytes; required on CPU, overrides the share on GPU
     max_model_len: int = 8192             # prompt + answer tokens
     max_pictures: int = 4                 # pictures per prompt (a video prompt has 1 + local frames)
     enforce_eager: bool = False
@@ -67,6 +68,20 @@ def call_with_timeout(what: str, timeout_s: float, function, *args, **kwargs):
     if "error" in result:
         raise result["error"]
     return result.get("value")
+
+
+def kv_cache_arguments(settings: VLLMSettings, device: str) -> dict:
+    """The engine's KV-cache sizing. On CPU always bytes: vLLM's CPU build reads a share as a share of
+    NUMA node 0's memory minus its own RSS, which is negative on some machines of one kind."""
+    if settings.kv_cache_bytes is not None:
+        if settings.kv_cache_bytes < 1 << 20:
+            raise ValueError(f"rollout.vllm.kv_cache_bytes is {settings.kv_cache_bytes}: give at least 1 MiB")
+        return {"kv_cache_memory_bytes": int(settings.kv_cache_bytes),
+                "gpu_memory_utilization": settings.gpu_memory_utilization}
+    if device == "cpu":
+        raise ValueError("rollout.vllm.kv_cache_bytes is not set: on CPU the KV cache is sized in bytes "
+                         "(e.g. 1073741824 for 1 GiB), never as a share of the machine")
+    return {"gpu_memory_utilization": settings.gpu_memory_utilization}
 
 
 def _picture_settings(folder: Path, min_pixels: int | None, max_pixels: int | None) -> dict:
@@ -103,8 +118,7 @@ class VLLMRolloutBackend:
             kwargs["limit_mm_per_prompt"] = {"image": settings.max_pictures}
             kwargs["mm_processor_kwargs"] = {"min_pixels": pictures["min_pixels"],
                                              "max_pixels": pictures["max_pixels"]}
-        # On vLLM's CPU build the same knob is the share of RAM it reserves.
-        kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+        kwargs.update(kv_cache_arguments(settings, device))
         if device != "cpu":
             kwargs["enable_sleep_mode"] = settings.sleep
         if settings.weight_sync in ("nccl", "ipc"):
