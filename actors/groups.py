@@ -72,8 +72,8 @@ class LearnerGroup:
         addr, port = ray.get(self.ranks[0].address.remote())
         self.ranks_info = ray.get([r.setup.remote(addr, port) for r in self.ranks])
 
-    def train_step(self, shards: list[list]) -> list[dict]:
-        return ray.get([r.train_step.remote(shard) for r, shard in zip(self.ranks, shards)])
+    def train_step(self, shards: list[list], lr: float | None = None) -> list[dict]:
+        return ray.get([r.train_step.remote(shard, lr) for r, shard in zip(self.ranks, shards)])
 
     def full_weights(self) -> ray.ObjectRef:
         """ObjectRef of rank 0's gathered weights (every rank takes part in the gather)."""
@@ -146,7 +146,7 @@ def start_reward(cfg):
     chunk = r.preference_chunk if r.preference_scope == "micro" else None
     # One actor: the preference branch compares items across the whole batch it is given.
     actor = ray.remote(num_cpus=0)(RewardWorker)
-    return actor.remote(cfg.data.task, weights, r.format_weight, r.accuracy_weight, chunk)
+    return actor.remote(cfg.data.task, weights, r.format_weight, r.accuracy_weight, chunk, r.accuracy)
 
 
 @dataclass

@@ -161,14 +161,24 @@ class LearnerRank:
         prompts = self.processor.encode([s.messages for s in samples], [s.images for s in samples])
         return {k: v.to(self.device) for k, v in prompts.items()}
 
-    def train_step(self, samples: list[TrainSample]) -> dict[str, float]:
-        """One optimizer step over this rank's answers (micro-batched); returns rank-local statistics."""
+    def train_step(self, samples: list[TrainSample], lr: float | None = None) -> dict[str, float]:
+        """One optimizer step over this rank's answers (micro-batched) at `lr` (None: the settings' lr).
+
+        A micro-batch whose loss is not finite contributes no gradient (its backward still runs, for the
+        collectives of the other ranks); a non-finite gradient makes DeepSpeed skip the whole step.
+        Returns rank-local statistics over the applied micro-batches, with `nonfinite` the share not
+        applied (1.0 when the step was skipped), `applied` 1/0 and `grad_norm`.
+        """
         s = self.settings
         start = time.time()
         self.engine.train()
+        for group in self.engine.optimizer.param_groups:
+            group["lr"] = s.lr if lr is None else lr
+        skipped_before = self.engine.skipped_steps
         totals: dict[str, float] = {}
+        applied = rejected = 0
         micro_batches = [samples[i : i + s.micro_batch] for i in range(0, len(samples), s.micro_batch)]
-        for chunk in micro_batches:
+        for index, chunk in enumerate(micro_batches):
             prompts = self._encode(chunk)
             tokens = [c.token_ids for c in chunk]
             logprobs, entropy, mask = completion_logprobs(
@@ -204,8 +214,18 @@ class LearnerRank:
                 is_weights,
             )
             stats.update(is_stats)
+            finite = bool(torch.isfinite(loss))
+            if not finite:  # a zero gradient of the same graph: every rank still joins each collective
+                loss = (logprobs * 0.0).nan_to_num(0.0, 0.0, 0.0).sum()
             self.engine.backward(loss)
+            if index == len(micro_batches) - 1 and not self._any_rank_applied(applied + finite):
+                for group in self.engine.optimizer.param_groups:  # nothing to apply: Adam's momentum must not move
+                    group["lr"] = 0.0
             self.engine.step()
+            if not finite:
+                rejected += len(chunk)
+                continue
+            applied += len(chunk)
             with torch.no_grad():
                 tokens_here = float(mask.sum())
                 stats["loss"] = float(loss)
@@ -214,10 +234,25 @@ class LearnerRank:
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value * len(chunk)
             totals["tokens"] = totals.get("tokens", 0.0) + tokens_here
-        out = {k: v / len(samples) for k, v in totals.items() if k != "tokens"}
+        out = {k: v / max(applied, 1) for k, v in totals.items() if k != "tokens"}
+        step_skipped = self.engine.skipped_steps > skipped_before
+        out["nonfinite"] = 1.0 if step_skipped else rejected / max(len(samples), 1)
+        out["applied"] = 0.0 if step_skipped or not applied else 1.0
+        norm = self.engine.get_global_grad_norm()
+        out["grad_norm"] = float(norm) if norm is not None and not step_skipped else 0.0
         out["tokens"] = totals.get("tokens", 0.0)
         out["seconds"] = time.time() - start
         return out
+
+    def _any_rank_applied(self, applied_here: int) -> bool:
+        """Whether any rank has a finite micro-batch this step (collective when there are several ranks)."""
+        if self.world_size == 1:
+            return applied_here > 0
+        import torch.distributed as dist
+
+        count = torch.tensor([float(applied_here)], device=self.device)
+        dist.all_reduce(count)
+        return bool(count.item() > 0)
 
     # ------------------------------------------------------------------ weights
 

@@ -13,6 +13,9 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from actors.lr_schedule import LR_SCHEDULES
+from actors.reward import ACCURACY_REWARDS
+
 BASE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "base.yaml"
 MISSING = "???"
 
@@ -88,6 +91,7 @@ class RolloutConfig:
 
 @dataclass
 class RewardConfig:
+    accuracy: str = MISSING
     preference_scope: str = MISSING
     preference_chunk: int = MISSING
     format_weight: float = MISSING
@@ -120,6 +124,9 @@ class LearnerConfig:
     comm_backend: str = MISSING
     device: str = MISSING
     lr: float = MISSING
+    lr_schedule: str = MISSING
+    warmup_steps: int = MISSING
+    min_lr_ratio: float = MISSING
     weight_decay: float = MISSING
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = MISSING
@@ -137,9 +144,33 @@ class TrainerConfig:
     eval_every: int = MISSING
     checkpoint_every: int = MISSING
     keep_checkpoints: int = MISSING
-    collapse_patience: int = MISSING
-    collapse_min_spread: float = MISSING
     verify_sync: bool = MISSING
+
+
+@dataclass
+class HealthSignalConfig:
+    window: int = MISSING
+    min: Optional[float] = None
+    max: Optional[float] = None
+    spike: Optional[float] = None
+    spike_window: Optional[int] = None
+    spike_floor: float = 0.0
+
+
+@dataclass
+class HealthConfig:
+    enabled: bool = MISSING
+    format_rate: HealthSignalConfig = field(default_factory=HealthSignalConfig)
+    parse_rate: HealthSignalConfig = field(default_factory=HealthSignalConfig)
+    spread: HealthSignalConfig = field(default_factory=HealthSignalConfig)
+    distinct: HealthSignalConfig = field(default_factory=HealthSignalConfig)
+    nonfinite: HealthSignalConfig = field(default_factory=HealthSignalConfig)
+    kl: HealthSignalConfig = field(default_factory=HealthSignalConfig)
+    snapshot_every: int = MISSING
+    keep_snapshots: int = MISSING
+    lr_factor: float = MISSING
+    max_rollbacks: int = MISSING
+    min_scored: float = MISSING
 
 
 @dataclass
@@ -182,6 +213,7 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -194,12 +226,14 @@ CHOICES = {
     "rollout.backend": ("hf", "vllm"),
     "rollout.vllm.weight_sync": ("object_store", "nccl", "ipc"),
     "rollout.vllm.on_oversized": ("fail", "skip"),
+    "reward.accuracy": ACCURACY_REWARDS,
     "reward.preference_scope": ("global", "micro"),
     "algorithm.advantage": ("grpo", "drgrpo"),
     "algorithm.kl_estimator": ("k1", "k2", "k3", "none"),
     "algorithm.loss_aggregation": ("seq-mean-token-mean", "token-mean"),
     "algorithm.rollout_is": ("none", "truncated"),
     "learner.zero_stage": (0, 1, 2, 3),
+    "learner.lr_schedule": LR_SCHEDULES,
     "learner.comm_backend": ("gloo", "nccl"),
     "placement.mode": ("none", "separate", "colocated"),
     "video.decoder": ("pyav", "decord"),
@@ -229,6 +263,8 @@ AT_LEAST_ONE = (
     "video.global_frames",
     "video.grid_columns",
     "video.local_frames",
+    "health.snapshot_every",
+    "health.keep_snapshots",
 )
 
 
@@ -272,6 +308,25 @@ def _check_vllm(config: DictConfig) -> None:
                           f"{v.gpu_memory_utilization}")
 
 
+def _check_health(config: DictConfig) -> None:
+    h = config.health
+    for name in ("format_rate", "parse_rate", "spread", "distinct", "nonfinite", "kl"):
+        s = h[name]
+        if s.window < 1:
+            raise ConfigError(f"config key 'health.{name}.window' must be at least 1, got {s.window}")
+        if s.min is None and s.max is None and s.spike is None:
+            raise ConfigError(f"config key 'health.{name}' sets none of min, max, spike: give at least one")
+        if s.spike is not None and (s.spike_window is None or s.spike_window < 1 or s.spike <= 1):
+            raise ConfigError(f"config key 'health.{name}.spike' needs spike > 1 and spike_window >= 1, got "
+                              f"{s.spike} and {s.spike_window}")
+    if not 0 < h.lr_factor < 1:
+        raise ConfigError(f"config key 'health.lr_factor' must be in (0, 1), got {h.lr_factor}")
+    if h.max_rollbacks < 0:
+        raise ConfigError(f"config key 'health.max_rollbacks' must be at least 0, got {h.max_rollbacks}")
+    if not 0 <= h.min_scored <= 1:
+        raise ConfigError(f"config key 'health.min_scored' must be in [0, 1], got {h.min_scored}")
+
+
 def load_config(config_file: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
     """base.yaml, then `config_file`, then dotlist `overrides`, checked against the schema."""
     config = OmegaConf.structured(Config)
@@ -306,6 +361,7 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
         raise ConfigError("config key 'algorithm.rollout_is_cap' must be at least 1, got "
                           f"{config.algorithm.rollout_is_cap}")
     _check_vllm(config)
+    _check_health(config)
     if config.rollout.temperature <= 0:
         raise ConfigError("config key 'rollout.temperature' must be positive")
     if config.learner.comm_backend == "nccl" and config.learner.device == "cpu":

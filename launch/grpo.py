@@ -29,8 +29,10 @@ import torch  # noqa: E402
 from actors.grpo import group_advantages  # noqa: E402
 from actors.groups import connect_ray, start_roles  # noqa: E402
 from actors.learner import TrainSample  # noqa: E402
+from actors.lr_schedule import learning_rate  # noqa: E402
 from launch import checkpoint  # noqa: E402
 from launch.config import ConfigError, flatten, load_config  # noqa: E402
+from launch.health import Breach, HealthError, HealthGuard, Snapshots  # noqa: E402
 from launch.plots import training_curves  # noqa: E402
 from launch.tracking import Tracker  # noqa: E402
 from launch.prediction import TASK_OF_KIND, media_request  # noqa: E402
@@ -46,11 +48,7 @@ from rollouts.processor import require_model_folder  # noqa: E402
 
 # Per-step metrics kept in the checkpointed history, for the summary and the curves plot.
 CURVES = ("reward/total", "reward/accuracy", "reward/response", "reward/preference", "format_rate",
-          "answers/within_group_spread", "answers/batch_srcc")
-
-
-class CollapseError(RuntimeError):
-    pass
+          "answers/parse_rate", "answers/within_group_spread", "answers/batch_srcc", "learner/kl", "learner/lr")
 
 
 class Timer:
@@ -186,6 +184,8 @@ def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.
         "groups/all_equal_fraction": equal_groups.mean(),
         "answers/within_group_spread": predictions.std(axis=1).mean(),
         "answers/distinct": float(len(set(texts))),
+        "answers/distinct_share": len(set(texts)) / max(len(texts), 1),
+        "answers/parse_rate": rewards["parsed"].mean(),
         "answers/distinct_scores": float(len(np.unique(predictions.round(2)))),
         "answers/prediction_mean": predictions.mean(),
         "response_length": float(np.mean([len(c.token_ids) for row in answers for c in row])),
@@ -198,24 +198,70 @@ def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.
         if term in rewards:
             metrics[f"reward/{term}"] = rewards[term].mean()
     for key in ("loss", "policy_loss", "kl", "clip_fraction", "entropy", "logprob_gap", "is_weight", "is_capped"):
-        if key in learner_stats[0]:
-            metrics[f"learner/{key}"] = float(np.mean([s[key] for s in learner_stats]))
+        values = [s[key] for s in learner_stats if key in s]
+        if values:  # a rank whose every micro-batch was rejected has none
+            metrics[f"learner/{key}"] = float(np.mean(values))
+    metrics["learner/nonfinite"] = float(np.mean([s["nonfinite"] for s in learner_stats]))
+    metrics["learner/grad_norm"] = float(max(s["grad_norm"] for s in learner_stats))
     tokens = sum(s["tokens"] for s in learner_stats)
     metrics["learner/tokens"] = tokens
     return {k: float(v) for k, v in metrics.items()}
 
 
-def save_checkpoint(roles, cfg, step: int, sampler: BatchSampler, tracker: Tracker, history: dict) -> Path:
-    tmp = checkpoint.begin(cfg.run.output_dir, step)
-    roles.learners.save_checkpoint(str(tmp / "deepspeed"), tag="state")
-    state = {
+def trainer_state(cfg, step: int, sampler: BatchSampler, tracker: Tracker, history: dict, guard: HealthGuard) -> dict:
+    return {
         "step": step,
         "sampler": sampler.state(),
         "rng": {"torch": torch.get_rng_state().tolist(), "seed": cfg.run.seed},
         "mlflow_run_id": tracker.run_id,
         "history": history,
+        "health_window": guard.state(),
     }
-    return checkpoint.commit(cfg.run.output_dir, tmp, step, state, cfg.trainer.keep_checkpoints)
+
+
+def save_checkpoint(roles, cfg, state: dict) -> Path:
+    tmp = checkpoint.begin(cfg.run.output_dir, state["step"])
+    roles.learners.save_checkpoint(str(tmp / "deepspeed"), tag="state")
+    return checkpoint.commit(cfg.run.output_dir, tmp, state["step"], state, cfg.trainer.keep_checkpoints)
+
+
+def sampling_seed(seed: int, step: int, rollbacks: int) -> int:
+    """Each step's sampling seed; a rollback moves it on, so a redone step draws other answers."""
+    return seed * 100003 + step + 1_000_003 * rollbacks
+
+
+def roll_back(breach: Breach, roles, cfg, snapshots: Snapshots, guard: HealthGuard, sampler: BatchSampler,
+              history: dict, tracker: Tracker) -> int:
+    """Learner and rollout actors back to the newest snapshot before the breached window; returns its step.
+
+    Raises HealthError when the rollbacks are used up or no snapshot exists."""
+    events = history["rollbacks"]
+    target = snapshots.before(breach.step - breach.window - 1)
+    where = f"the last healthy snapshot is {snapshots.folder(target)}" if target is not None else "no snapshot"
+    if len(events) >= cfg.health.max_rollbacks or target is None:
+        raise HealthError(
+            f"training broke at step {breach.step}: {breach.message}, after {len(events)} rollbacks "
+            f"(health.max_rollbacks = {cfg.health.max_rollbacks}); {where}. Lower learner.lr, raise "
+            f"algorithm.kl_coef, or loosen health.{breach.signal}, and resume from the snapshot or a checkpoint."
+        )
+    roles.learners.load_checkpoint(str(snapshots.folder(target) / "deepspeed"), tag="state")
+    state = snapshots.state(target)
+    sampler.load_state(state["sampler"])
+    history["steps"] = [s for s in history["steps"] if s["step"] <= target]
+    history["eval"] = {k: v for k, v in history["eval"].items() if int(k) <= target}
+    guard.forget_after(target)
+    snapshots.drop_after(target)
+    sync_weights(roles, target, cfg.rollout.sync_timeout_s)
+    scale = cfg.health.lr_factor ** (len(events) + 1)
+    events.append({"step": breach.step, "signal": breach.signal, "value": breach.value, "message": breach.message,
+                   "to_step": target, "lr_scale": scale})
+    tracker.log_metrics({"health/rollbacks": float(len(events)), "health/lr_scale": scale,
+                         f"health/breach/{breach.signal}": breach.value if math.isfinite(breach.value) else -1.0},
+                        breach.step)
+    print(f"health: {breach.message} (step {breach.step}). Rolled back to step {target} "
+          f"({snapshots.folder(target)}), learning rate x{scale:g}, sampling seed moved on "
+          f"[rollback {len(events)} of {cfg.health.max_rollbacks}]", flush=True)
+    return target
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -229,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
     except (ConfigError, FileNotFoundError) as error:
         raise SystemExit(f"preresq: {error}") from None
     torch.manual_seed(cfg.run.seed)
+    output_dir = Path(cfg.run.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     data = Data(cfg)
     resume_from = checkpoint.latest(cfg.run.output_dir) if cfg.run.resume else None
     state = checkpoint.read_state(resume_from) if resume_from else None
@@ -244,13 +292,15 @@ def main(argv: list[str] | None = None) -> dict:
         flatten(cfg), run_id=state["mlflow_run_id"] if state else None,
     )
     sampler = BatchSampler(len(data.train), cfg.trainer.batch_size, cfg.run.seed)
-    history = {"steps": [], "eval": {}}
+    history = {"steps": [], "eval": {}, "rollbacks": []}
+    guard = HealthGuard(cfg.health, state.get("health_window") if state else None)
+    snapshots = Snapshots(output_dir, cfg.health.keep_snapshots)
     start_step = 0
     if state:
         roles.learners.load_checkpoint(str(resume_from / "deepspeed"), tag="state")
         sampler.load_state(state["sampler"])
         torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
-        history, start_step = state["history"], state["step"]
+        history, start_step = {"rollbacks": [], **state["history"]}, state["step"]
         sync_weights(roles, start_step, cfg.rollout.sync_timeout_s)
         print(f"resumed from {resume_from} at step {start_step}", flush=True)
 
@@ -272,17 +322,33 @@ def main(argv: list[str] | None = None) -> dict:
               f"{int(result['items'])} items scored, {int(result['parse_failures'])} answers unparsed)", flush=True)
         return result
 
+    def lr_of(step: int) -> float:
+        l = cfg.learner
+        return learning_rate(step, l.lr, cfg.trainer.steps, l.lr_schedule, l.warmup_steps, l.min_lr_ratio,
+                             cfg.health.lr_factor ** len(history["rollbacks"]))
+
+    def snapshot(step: int) -> None:
+        snapshots.save(step, lambda folder: roles.learners.save_checkpoint(folder, tag="state"),
+                       trainer_state(cfg, step, sampler, tracker, history, guard))
+
     if str(start_step) not in history["eval"]:
         validate(start_step)
-    watch = CollapseWatch(cfg.trainer.collapse_min_spread, cfg.trainer.collapse_patience, cfg.run.output_dir)
+    if cfg.health.enabled:
+        snapshots.drop_after(start_step)  # from a trajectory that a crash cut short
+        if start_step not in snapshots.steps():
+            snapshot(start_step)
     status, started, digests = "FAILED", time.time(), None
+    policy_dir = output_dir / "policy"
     try:
-        for step in range(start_step + 1, cfg.trainer.steps + 1):
+        step = start_step
+        while step < cfg.trainer.steps:
+            step += 1
             timer = Timer()
             with timer.phase("batch"):
                 requests, mos = data.batch(sampler, cfg.trainer.batch_size)
             with timer.phase("generate"):
-                answers = generate(roles.rollouts, requests, replace(sampling, seed=cfg.run.seed * 100003 + step))
+                seed = sampling_seed(cfg.run.seed, step, len(history["rollbacks"]))
+                answers = generate(roles.rollouts, requests, replace(sampling, seed=seed))
             with timer.phase("reward"):
                 rewards = score(roles.reward, answers, mos, [data.task_of(r.item_id) for r in requests])
             with timer.phase("advantage"):
@@ -291,39 +357,58 @@ def main(argv: list[str] | None = None) -> dict:
                 ).numpy()
             with timer.phase("learn"):
                 shards = learning_samples(requests, answers, advantages, cfg.learner.num_ranks)
-                learner_stats = roles.learners.train_step(shards)
+                learner_stats = roles.learners.train_step(shards, lr_of(step))
             with timer.phase("sync"):
-                sync_weights(roles, step, cfg.rollout.sync_timeout_s)
+                if any(s["applied"] for s in learner_stats):  # nothing applied: the rollouts hold these weights
+                    sync_weights(roles, step, cfg.rollout.sync_timeout_s)
 
             metrics = {**step_metrics(rewards, answers, mos, advantages, learner_stats), **timer.seconds}
-            metrics["time/step"] = sum(timer.seconds.values())
-            metrics["data/skipped_media"] = float(len(data.skipped))
+            metrics.update({"time/step": sum(timer.seconds.values()), "learner/lr": lr_of(step),
+                            "data/skipped_media": float(len(data.skipped))})
             history["steps"].append({"step": step, **{k: metrics[k] for k in CURVES if k in metrics}})
             if step % cfg.trainer.log_every == 0:
                 tracker.log_metrics(metrics, step)
                 print(progress_line(step, cfg.trainer.steps, metrics), flush=True)
-            watch.check(step, metrics)
+            breach = guard.check(step, metrics) if cfg.health.enabled else None
+            if breach:
+                step = roll_back(breach, roles, cfg, snapshots, guard, sampler, history, tracker)
+                continue
+            if cfg.health.enabled and step % cfg.health.snapshot_every == 0 and step < cfg.trainer.steps:
+                snapshot(step)
             if step % cfg.trainer.checkpoint_every == 0 and step < cfg.trainer.steps:
-                save_checkpoint(roles, cfg, step, sampler, tracker, history)
+                save_checkpoint(roles, cfg, trainer_state(cfg, step, sampler, tracker, history, guard))
             if step % cfg.trainer.eval_every == 0 and step < cfg.trainer.steps:
                 validate(step)
 
         if str(cfg.trainer.steps) not in history["eval"]:
             validate(cfg.trainer.steps)
-        save_checkpoint(roles, cfg, cfg.trainer.steps, sampler, tracker, history)
-        policy_dir = Path(cfg.run.output_dir) / "policy"
+        save_checkpoint(roles, cfg, trainer_state(cfg, cfg.trainer.steps, sampler, tracker, history, guard))
         roles.learners.save_pretrained(str(policy_dir))
         digests = verify_sync(roles) if cfg.trainer.verify_sync else None
-        status = "FINISHED"
+        final = history["eval"][str(cfg.trainer.steps)]
+        scored_share = final["scored"] / max(final["items"], 1)
+        status = "FINISHED" if scored_share >= cfg.health.min_scored or not cfg.health.enabled else "FAILED"
+    except HealthError as error:
+        history["failure"] = str(error)
+        raise
     finally:
         if history["steps"]:
-            curves = Path(cfg.run.output_dir) / "curves.png"
+            curves = output_dir / "curves.png"
             tracker.log_artifact(str(training_curves(history["steps"], history["eval"], curves, cfg.run.name)))
         tracker.finish(status)
+        if status != "FINISHED" and "failure" in history:
+            (output_dir / "summary.json").write_text(json.dumps(
+                {"status": status, "failure": history["failure"], "rollbacks": history["rollbacks"]}, indent=2))
     summary = summarise(cfg, history, start_step, time.time() - started, data, policy_dir)
-    summary.update(weight_digests=digests, mlflow_run_id=tracker.run_id, placement=roles.placement,
+    summary.update(status=status, weight_digests=digests, mlflow_run_id=tracker.run_id, placement=roles.placement,
                    learner_ranks=roles.learners.ranks_info)
-    (Path(cfg.run.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if status != "FINISHED":
+        raise HealthError(
+            f"the final policy scored {int(final['scored'])} of {int(final['items'])} held-out items "
+            f"({scored_share:.0%}), below health.min_scored = {cfg.health.min_scored:.0%}: its answers lost the "
+            f"format. The policy is in {policy_dir}, but do not use it; see {output_dir / 'curves.png'}."
+        )
     return summary
 
 
@@ -333,28 +418,6 @@ def progress_line(step: int, steps: int, m: dict) -> str:
         f"fmt {m['format_rate']:.2f}) spread {m['answers/within_group_spread']:.3f} "
         f"kl {m['learner/kl']:.4f} {m['time/step']:.2f}s"
     )
-
-
-class CollapseWatch:
-    """Stops the run when answers collapse to one score: within-group spread too small for too long."""
-
-    def __init__(self, min_spread: float, patience: int, output_dir: str):
-        self.min_spread, self.patience, self.output_dir = min_spread, patience, output_dir
-        self.collapsed_for = 0
-
-    def check(self, step: int, metrics: dict) -> None:
-        if not all(math.isfinite(v) for v in metrics.values()):
-            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-            raise FloatingPointError(f"step {step}: non-finite metrics {bad}")
-        spread = metrics["answers/within_group_spread"]
-        self.collapsed_for = self.collapsed_for + 1 if spread < self.min_spread else 0
-        if self.collapsed_for >= self.patience:
-            raise CollapseError(
-                f"answers collapsed: within-group spread of predicted scores below {self.min_spread} for "
-                f"{self.collapsed_for} steps (step {step}, {metrics['answers/distinct_scores']:.0f} distinct "
-                f"scores). Lower learner.lr or raise rollout.temperature; the last checkpoint is in "
-                f"{self.output_dir}."
-            )
 
 
 def verify_sync(roles) -> dict:
@@ -380,7 +443,11 @@ def summarise(cfg, history: dict, start_step: int, seconds: float, data: Data, p
         "reward_last": float(np.mean(rewards[-tenth:])) if rewards else None,
         "val_before": first,
         "val_after": last,
+        "val_history": {step: {k: evals[step].get(k) for k in ("srcc", "plcc", "scored", "items")}
+                        for step in sorted(evals, key=int)},
+        "format_rate_last": float(np.mean([s["format_rate"] for s in history["steps"][-tenth:]])) if rewards else None,
         "skipped_media": sorted(data.skipped),
+        "rollbacks": history.get("rollbacks", []),
         "policy": str(policy_dir),
     }
 
@@ -392,11 +459,18 @@ def summarise(cfg, history: dict, start_step: int, seconds: float, data: Data, p
     if rewards:
         print(f"reward: first 10% of steps {fmt(summary['reward_first'])} -> last 10% {fmt(summary['reward_last'])}")
     print(f"validation before: SRCC {fmt(first['srcc'])} PLCC {fmt(first['plcc'])}; "
-          f"after: SRCC {fmt(last['srcc'])} PLCC {fmt(last['plcc'])} ({int(last['n'])} held-out items)")
+          f"after: SRCC {fmt(last['srcc'])} PLCC {fmt(last['plcc'])} ({int(last['scored'])} of "
+          f"{int(last['items'])} held-out items scored)")
+    print(f"health: {len(summary['rollbacks'])} rollbacks"
+          + "".join(f"\n  step {e['step']}: {e['message']} -> back to step {e['to_step']}, lr x{e['lr_scale']:g}"
+                    for e in summary["rollbacks"]))
     print(f"skipped media: {len(data.skipped)}")
     print(f"policy (Hugging Face format): {policy_dir}")
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except HealthError as error:
+        raise SystemExit(f"preresq: {error}") from None

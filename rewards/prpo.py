@@ -19,6 +19,7 @@ ANSWER_DIMS = {"iqa": 5, "vqa": 2}
 # Dimensions that the triplet-balance term looks at (IQA ignores "background").
 BALANCE_DIMS = {"iqa": 4, "vqa": 2}
 
+NUMBER_BOUND = 100.0  # far off the [1, 5] scale, and small enough that no reward term overflows
 _NUMBER = re.compile(r"[-+]?\d*\.\d+|\d+")
 _FORMAT_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
 
@@ -52,11 +53,12 @@ def answer_dims(task: str) -> int:
 def parse_answer(text: str, task: str) -> np.ndarray:
     """Completion text -> answer vector [D] by the reference rule.
 
-    The last D numbers in the text; fewer than D are padded with the first number found;
-    none gives 3.0 everywhere.
+    The last D numbers in the text, each clipped to +-NUMBER_BOUND; fewer than D are padded with the
+    first number found; none gives 3.0 everywhere.
     """
     dims = answer_dims(task)
-    numbers = [float(x) for x in _NUMBER.findall(text)]
+    # Bounded: a long run of digits would otherwise become 1e159 or inf, and the reward NaN.
+    numbers = [min(max(float(x), -NUMBER_BOUND), NUMBER_BOUND) for x in _NUMBER.findall(text)]
     if not numbers:
         return np.full(dims, 3.0)
     vector = numbers[-dims:]

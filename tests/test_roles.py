@@ -3,6 +3,7 @@ advantage says, and a weight update after which the rollout generates with the l
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +93,26 @@ def test_rollout_generates_with_the_synced_weights(tiny_model, learner, requests
             pad_token_id=learner.processor.pad_id, suppress_tokens=learner.processor.vision_ids,
         )
     assert answer.token_ids == expected[0, prompts["input_ids"].shape[1]:].tolist()[: len(answer.token_ids)]
+
+
+def test_a_poisoned_micro_batch_is_not_applied_and_counted(tiny_model, requests_):
+    """Two micro-batches of 2 answers (DeepSpeed ZeRO-2 accumulating over both), one with a NaN advantage."""
+    settings = LearnerSettings(model_path=str(tiny_model), lr=1e-3, micro_batch=2, samples_per_rank=4, kl_coef=0.0)
+    rank = LearnerRank(settings, 0, 1)
+    rank.setup("127.0.0.1", 29733)
+    request = requests_[0][0]
+    tokens = rank.processor.tokenizer("<think>soft</think><answer>\n3.00\n</answer>")["input_ids"]
+
+    def batch(*advantages):
+        return [TrainSample(request.images, request.messages, tokens, a, [0.0] * len(tokens)) for a in advantages]
+
+    start = weights_digest(rank.full_weights())
+    stats = rank.train_step(batch(float("nan"), 1.0, float("inf"), -1.0))
+    assert stats["nonfinite"] == 1.0 and stats["applied"] == 0.0
+    assert weights_digest(rank.full_weights()) == start  # Adam's momentum did not move the weights either
+
+    stats = rank.train_step(batch(1.0, -1.0, float("nan"), 0.5))
+    weights = rank.full_weights()
+    assert stats["nonfinite"] == 0.5 and stats["applied"] == 1.0 and np.isfinite(stats["loss"])
+    assert stats["grad_norm"] > 0 and weights_digest(weights) != start
+    assert all(torch.isfinite(t).all() for t in weights.values())

@@ -30,6 +30,8 @@ def overrides(model: Path, manifest: Path, out: Path, **extra) -> list[str]:
         "trainer.batch_size": 4,
         "rollout.group_size": 3,
         "tracking.uri": f"sqlite:///{out.parent / 'mlflow.db'}",
+        # 24 tokens cut every answer short (a whole one is ~47): no final validation item parses
+        "health.min_scored": 0,
         **extra,
     }
     return [f"{k}={v}" for k, v in values.items()]
@@ -97,6 +99,59 @@ def test_resumed_run_continues_at_the_next_step(tiny_model, generated_data, tmp_
     assert state["sampler"]["epoch"] * train_size + state["sampler"]["position"] == 12
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert metric_steps(uri, after["mlflow_run_id"], "reward/total") == [1, 2, 3]
+
+
+def run_status(uri: str, run_id: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri).get_run(run_id).info.status
+
+
+# A learning rate 40x the local one wrecks the answer format within two updates (format rate 0). The test
+# model's own sampled format rate is ~0.8 on 12 answers a step, so the thresholds sit below its noise.
+WRECKING = {"learner.lr": 2e-2, "trainer.steps": 8, "health.snapshot_every": 2, "rollout.max_new_tokens": 64,
+            "eval.max_new_tokens": 64, "health.format_rate.min": 0.4, "health.parse_rate.min": 0.4}
+
+
+def test_a_collapse_is_rolled_back_and_the_run_recovers(tiny_model, generated_data, tmp_path):
+    out = tmp_path / "run"
+    args = overrides(tiny_model, generated_data, out,
+                     **{**WRECKING, "health.lr_factor": 0.01, "health.max_rollbacks": 2, "health.min_scored": 0.5})
+    result = run_cli(["launch/grpo.py", "--config", "configs/local.yaml", *args])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    first = summary["rollbacks"][0]
+    assert first["signal"] in ("format_rate", "parse_rate") and first["to_step"] == 0 and first["lr_scale"] == 0.01
+    assert "Rolled back to step 0" in result.stdout and "1 rollbacks" in result.stdout
+    assert summary["status"] == "FINISHED" and summary["format_rate_last"] > 0.4
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert metric_steps(uri, summary["mlflow_run_id"], "health/rollbacks") == [first["step"]]
+    assert metric_steps(uri, summary["mlflow_run_id"], "reward/total")[-1] == 8
+
+
+def test_a_run_that_cannot_recover_exits_non_zero_naming_the_signal(tiny_model, generated_data, tmp_path):
+    out = tmp_path / "run"
+    args = overrides(tiny_model, generated_data, out, **{**WRECKING, "health.max_rollbacks": 1})
+    result = run_cli(["launch/grpo.py", "--config", "configs/local.yaml", *args])
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("preresq: training broke at step") and "health.max_rollbacks = 1" in message
+    assert "rate mean over the last 3 steps" in message and str(out / "healthy" / "step-000000") in message
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "FAILED" and len(summary["rollbacks"]) == 1
+    run_id = json.loads((out / "healthy" / "step-000000" / "trainer_state.json").read_text())["mlflow_run_id"]
+    assert run_status(f"sqlite:///{tmp_path / 'mlflow.db'}", run_id) == "FAILED"
+
+
+def test_a_final_policy_that_scores_too_few_items_exits_non_zero(tiny_model, generated_data, tmp_path):
+    out = tmp_path / "run"
+    args = overrides(tiny_model, generated_data, out, **{"trainer.steps": 1, "eval.max_new_tokens": 8,
+                                                         "health.min_scored": 0.95})
+    result = run_cli(["launch/grpo.py", "--config", "configs/local.yaml", *args])
+    assert result.returncode != 0 and "below health.min_scored = 95%" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "FAILED" and summary["val_after"]["scored"] == 0
+    assert run_status(f"sqlite:///{tmp_path / 'mlflow.db'}", summary["mlflow_run_id"]) == "FAILED"
 
 
 @pytest.fixture

@@ -1,0 +1,142 @@
+"""The health guard: after every step, is training still producing a usable policy?
+
+Each signal is one step metric, a threshold and a window: it is breached when the mean over the last
+`window` steps crosses the threshold (the KL also when one step exceeds `spike` x its median over the
+`spike_window` steps before). A step with a non-finite metric is a breach at once. The controller
+(launch/grpo.py) answers a breach by rolling the learner and the rollout actors back to a snapshot
+taken before the breached window, lowering the learning rate and moving the sampling seed on; after
+`max_rollbacks` it stops with `HealthError`. Snapshots (`Snapshots`) are DeepSpeed checkpoints of the
+learner (weights and optimizer state) plus the trainer state, kept on disk while the run is healthy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+# signal name in the config -> the step metric it watches
+SIGNAL_METRICS = {
+    "format_rate": "format_rate",                  # share of answers in the exact answer format
+    "parse_rate": "answers/parse_rate",            # share whose scores read strictly (as evaluation does)
+    "spread": "answers/within_group_spread",       # within-group std of predicted scores: one answer for all
+    "distinct": "answers/distinct_share",          # distinct answer texts / answers
+    "nonfinite": "learner/nonfinite",              # share of micro-batches not applied for a non-finite loss/gradient
+    "kl": "learner/kl",                            # KL to the reference model
+}
+
+
+class HealthError(RuntimeError):
+    """Training broke and rollbacks did not mend it (or the final policy cannot score enough items)."""
+
+
+@dataclass(frozen=True)
+class Breach:
+    signal: str
+    step: int
+    value: float
+    window: int       # steps the breached judgement looked at (a safe snapshot is older than these)
+    message: str
+
+
+class HealthGuard:
+    """Judges each step's metrics against the `health` config section; keeps its windows of values."""
+
+    def __init__(self, cfg, recent: list[dict] | None = None):
+        self.cfg = cfg
+        self.signals = {name: getattr(cfg, name) for name in SIGNAL_METRICS}
+        self.keep = max(max(s.window, s.spike_window or 0) for s in self.signals.values()) + 1
+        self.recent: list[dict] = list(recent or [])  # [{"step": n, metric: value, ...}], oldest first
+
+    def state(self) -> list[dict]:
+        return list(self.recent)
+
+    def forget_after(self, step: int) -> None:
+        """After a rollback to `step`: later steps' values belong to the abandoned trajectory."""
+        self.recent = [r for r in self.recent if r["step"] <= step]
+
+    def check(self, step: int, metrics: dict[str, float]) -> Breach | None:
+        bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+        if bad:
+            return Breach("nonfinite", step, float("nan"), 1,
+                          f"step {step}: non-finite metrics {bad}")
+        row = {"step": step, **{m: metrics[m] for m in SIGNAL_METRICS.values() if m in metrics}}
+        self.recent = (self.recent + [row])[-self.keep:]
+        for name, signal in self.signals.items():
+            breach = self._judge(name, signal, step)
+            if breach:
+                return breach
+        return None
+
+    def _judge(self, name: str, s, step: int) -> Breach | None:
+        metric = SIGNAL_METRICS[name]
+        values = [r[metric] for r in self.recent if metric in r]
+        if not values:
+            return None
+        if len(values) >= s.window:
+            mean = sum(values[-s.window:]) / s.window
+            over = f"mean over the last {s.window} steps" if s.window > 1 else "this step"
+            if s.min is not None and mean < s.min:
+                return Breach(name, step, mean, s.window,
+                              f"{metric} {over} is {mean:.3g}, below health.{name}.min = {s.min}")
+            if s.max is not None and mean > s.max:
+                return Breach(name, step, mean, s.window,
+                              f"{metric} {over} is {mean:.3g}, above health.{name}.max = {s.max}")
+        if s.spike is not None and len(values) > s.spike_window:
+            before = sorted(values[-s.spike_window - 1:-1])
+            median = before[len(before) // 2]
+            if values[-1] > s.spike * max(median, s.spike_floor):
+                return Breach(name, step, values[-1], 1,
+                              f"{metric} jumped to {values[-1]:.3g}, over health.{name}.spike = {s.spike} x its "
+                              f"median {median:.3g} over the {s.spike_window} steps before")
+        return None
+
+
+class Snapshots:
+    """Healthy states on disk: <output_dir>/healthy/step-NNNNNN/{deepspeed/, trainer_state.json}.
+
+    Written into a temporary folder and renamed into place; the newest `keep` are kept.
+    """
+
+    def __init__(self, output_dir: str | Path, keep: int):
+        self.root = Path(output_dir) / "healthy"
+        self.keep = keep
+
+    def folder(self, step: int) -> Path:
+        return self.root / f"step-{step:06d}"
+
+    def steps(self) -> list[int]:
+        if not self.root.is_dir():
+            return []
+        return sorted(int(p.name[5:]) for p in self.root.glob("step-*") if (p / "trainer_state.json").is_file())
+
+    def save(self, step: int, write_learner, state: dict) -> Path:
+        """write_learner(folder): the learner's checkpoint into `folder` (collective on the learner group)."""
+        tmp = self.root / f".tmp-step-{step:06d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write_learner(str(tmp / "deepspeed"))
+        (tmp / "trainer_state.json").write_text(json.dumps(state))
+        final = self.folder(step)
+        if final.exists():  # a rerun of this step after a rollback: the old one is of another trajectory
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in self.steps()[:-self.keep]:
+            shutil.rmtree(self.folder(old), ignore_errors=True)
+        return final
+
+    def before(self, step: int) -> int | None:
+        """The newest snapshot at or before `step`, else the oldest kept (None if there are none)."""
+        steps = self.steps()
+        older = [s for s in steps if s <= step]
+        return older[-1] if older else (steps[0] if steps else None)
+
+    def state(self, step: int) -> dict:
+        return json.loads((self.folder(step) / "trainer_state.json").read_text())
+
+    def drop_after(self, step: int) -> None:
+        for later in [s for s in self.steps() if s > step]:
+            shutil.rmtree(self.folder(later), ignore_errors=True)
