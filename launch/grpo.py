@@ -416,7 +416,8 @@ def progress_line(step: int, steps: int, m: dict) -> str:
     return (
         f"step {step}/{steps} reward {m['reward/total']:.3f} (acc {m['reward/accuracy']:.3f} "
         f"fmt {m['format_rate']:.2f}) spread {m['answers/within_group_spread']:.3f} "
-        f"kl {m['learner/kl']:.4f} {m['time/step']:.2f}s"
+        f"kl {m.get('learner/kl', float('nan')):.4f} |g| {m['learner/grad_norm']:.3f} lr {m['learner/lr']:.2g} "
+        f"{m['time/step']:.2f}s"
     )
 
 
