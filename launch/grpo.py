@@ -133,6 +133,11 @@ def generate(rollouts: list, requests: list, sampling: SamplingSettings) -> list
     return [row for part in ray.get(futures) for row in part]
 
 
+def answered(answers: list) -> list[int]:
+    """Indices of the items the rollout engine answered (vLLM skips a prompt too long for it, by option)."""
+    return [i for i, row in enumerate(answers) if not any(c.skipped for c in row)]
+
+
 def score(reward, answers: list, mos: list[float], tasks: list[str]) -> dict[str, np.ndarray]:
     texts = [[c.text for c in row] for row in answers]
     return ray.get(reward.score.remote(texts, mos, tasks))
@@ -349,10 +354,16 @@ def main(argv: list[str] | None = None) -> dict:
             with timer.phase("generate"):
                 seed = sampling_seed(cfg.run.seed, step, len(history["rollbacks"]))
                 answers = generate(roles.rollouts, requests, replace(sampling, seed=seed))
+            kept = answered(answers)  # a skipped item is not scored, and trained on with no tokens and advantage 0
+            if not kept:
+                raise RuntimeError(f"step {step}: the rollout engine skipped every prompt of the batch as too long: "
+                                   "raise rollout.vllm.max_model_len or lower model.max_pixels")
             with timer.phase("reward"):
-                rewards = score(roles.reward, answers, mos, [data.task_of(r.item_id) for r in requests])
+                rewards = score(roles.reward, [answers[i] for i in kept], [mos[i] for i in kept],
+                                [data.task_of(requests[i].item_id) for i in kept])
             with timer.phase("advantage"):
-                advantages = group_advantages(
+                advantages = np.zeros((len(requests), cfg.rollout.group_size))
+                advantages[kept] = group_advantages(
                     torch.as_tensor(rewards["total"]), cfg.algorithm.advantage, cfg.algorithm.advantage_eps
                 ).numpy()
             with timer.phase("learn"):
@@ -362,7 +373,9 @@ def main(argv: list[str] | None = None) -> dict:
                 if any(s["applied"] for s in learner_stats):  # nothing applied: the rollouts hold these weights
                     sync_weights(roles, step, cfg.rollout.sync_timeout_s)
 
-            metrics = {**step_metrics(rewards, answers, mos, advantages, learner_stats), **timer.seconds}
+            metrics = {**step_metrics(rewards, [answers[i] for i in kept], [mos[i] for i in kept], advantages[kept],
+                                      learner_stats), **timer.seconds}
+            metrics["rollout/skipped_prompts"] = float(len(requests) - len(kept))
             metrics.update({"time/step": sum(timer.seconds.values()), "learner/lr": lr_of(step),
                             "data/skipped_media": float(len(data.skipped))})
             history["steps"].append({"step": step, **{k: metrics[k] for k in CURVES if k in metrics}})
@@ -384,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
             validate(cfg.trainer.steps)
         save_checkpoint(roles, cfg, trainer_state(cfg, cfg.trainer.steps, sampler, tracker, history, guard))
         roles.learners.save_pretrained(str(policy_dir))
-        digests = verify_sync(roles) if cfg.trainer.verify_sync else None
+        digests = verify_sync(roles, cfg, eval_requests) if cfg.trainer.verify_sync else None
         final = history["eval"][str(cfg.trainer.steps)]
         scored_share = final["scored"] / max(final["items"], 1)
         status = "FINISHED" if scored_share >= cfg.health.min_scored or not cfg.health.enabled else "FAILED"
@@ -421,14 +434,37 @@ def progress_line(step: int, steps: int, m: dict) -> str:
     )
 
 
-def verify_sync(roles) -> dict:
-    """Hashes of the learner's weights and of every rollout actor's; raises if any differs."""
-    learner = roles.learners.weights_digest()
-    rollouts = ray.get([actor.weights_digest.remote() for actor in roles.rollouts])
-    if any(d != learner for d in rollouts):
-        short = [d[:12] for d in rollouts]
-        raise RuntimeError(f"weight sync failed: learner {learner[:12]} but rollout actors {short}")
-    return {"learner": learner, "rollouts": rollouts}
+def verify_sync(roles, cfg, requests: list) -> dict:
+    """The rollout actors hold the learner's weights, or a RuntimeError.
+
+    transformers backend: hashes of the learner's weights and of every rollout actor's must be equal.
+    vLLM keeps fused weights, so there its greedy answers on `requests` (validation items) must equal
+    those of a transformers copy given the learner's weights."""
+    if cfg.rollout.backend == "hf":
+        learner = roles.learners.weights_digest()
+        rollouts = ray.get([actor.weights_digest.remote() for actor in roles.rollouts])
+        if any(d != learner for d in rollouts):
+            short = [d[:12] for d in rollouts]
+            raise RuntimeError(f"weight sync failed: learner {learner[:12]} but rollout actors {short}")
+        return {"learner": learner, "rollouts": rollouts}
+    from actors.rollout import RolloutWorker
+
+    m = cfg.model
+    copy = ray.remote(num_cpus=0)(RolloutWorker).remote("hf", m.path, m.dtype, "cpu", cfg.rollout.prompt_chunk,
+                                                         m.min_pixels, m.max_pixels, cfg.rollout.threads)
+    ray.get(copy.load_weights.remote(roles.learners.full_weights(), 0), timeout=cfg.rollout.sync_timeout_s)
+    greedy = SamplingSettings(n=1, greedy=True, max_new_tokens=cfg.eval.max_new_tokens)
+    expected = [row[0].token_ids for row in ray.get(copy.generate.remote(requests, greedy))]
+    ray.kill(copy)
+    result = {"items": len(requests), "answer_tokens": sum(map(len, expected)), "rollouts": []}
+    for index, actor in enumerate(roles.rollouts):
+        answers = [row[0].token_ids for row in ray.get(actor.generate.remote(requests, greedy))]
+        differ = [r.item_id for r, a, b in zip(requests, answers, expected) if a != b]
+        result["rollouts"].append({"equal": len(requests) - len(differ), "differ": differ})
+        if differ:
+            raise RuntimeError(f"weight sync failed: rollout actor {index}'s greedy answers differ from the "
+                               f"learner's weights' on {len(differ)} of {len(requests)} items ({differ[:3]})")
+    return result
 
 
 def summarise(cfg, history: dict, start_step: int, seconds: float, data: Data, policy_dir: Path) -> dict:

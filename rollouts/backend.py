@@ -37,12 +37,15 @@ class RolloutRequest:
 
 @dataclass
 class Completion:
-    """One sampled answer: token ids (eos included when generated), text, per-token sampling log-probs."""
+    """One sampled answer: token ids (eos included when generated), text, per-token sampling log-probs.
+
+    `skipped`: the backend did not answer the prompt (too long for the engine); no tokens, not trained on."""
 
     token_ids: list[int]
     text: str
     logprobs: list[float] = field(default_factory=list)
     finished: bool = True
+    skipped: bool = False
 
 
 class RolloutBackend(Protocol):

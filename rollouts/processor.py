@@ -60,6 +60,7 @@ class QualityProcessor:
         if self.pad_id is None:
             self.pad_id = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")
         self.eos_ids, self.vision_ids = answer_token_ids(self.tokenizer)
+        self.image_pad_id = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
 
     def prompt_text(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -68,7 +69,9 @@ class QualityProcessor:
         """Prompts for a batch: messages[b] and its images[b] (PIL, RGB) -> left-padded inputs.
 
         Returns input_ids / attention_mask [N, L], pixel_values [patches, C*T*P*P],
-        image_grid_thw [total images, 3].
+        image_grid_thw [total images, 3] and mm_token_type_ids [N, L] (1 on picture tokens): without it
+        Qwen2.5-VL cannot build its 3-D (time, height, width) rotary positions and gives picture tokens
+        plain 1-D positions, unlike the model's pre-training and vLLM.
         """
         flat = [image for row in images for image in row]
         vision = self._vision(flat) if flat else {}
@@ -90,6 +93,7 @@ class QualityProcessor:
         if flat:
             inputs["pixel_values"] = vision["pixel_values"]
             inputs["image_grid_thw"] = vision["image_grid_thw"]
+            inputs["mm_token_type_ids"] = (batch["input_ids"] == self.image_pad_id).to(torch.int32)
         return inputs
 
     def _vision(self, images: list) -> dict[str, torch.Tensor]:

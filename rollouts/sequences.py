@@ -28,6 +28,9 @@ def join_prompt_and_completions(
     inputs = dict(prompts)
     inputs["input_ids"] = torch.cat([prompts["input_ids"], ids], dim=1)
     inputs["attention_mask"] = torch.cat([prompts["attention_mask"], mask], dim=1)
+    if "mm_token_type_ids" in prompts:  # completion tokens are text
+        types = prompts["mm_token_type_ids"]
+        inputs["mm_token_type_ids"] = torch.cat([types, torch.zeros_like(ids, dtype=types.dtype)], dim=1)
     completion_mask = torch.cat([torch.zeros_like(prompts["input_ids"]), mask], dim=1)
     return inputs, completion_mask
 

@@ -178,7 +178,8 @@ class VLLMRolloutBackend:
             elif self.settings.on_oversized == "skip":
                 print(f"skipping rollout: {problem}", flush=True)
                 self.skipped.append(problem)
-                answers[index] = [Completion(token_ids=[], text="", logprobs=[], finished=False) for _ in range(n)]
+                answers[index] = [Completion(token_ids=[], text="", logprobs=[], finished=False, skipped=True)
+                                  for _ in range(n)]
             else:
                 raise ValueError(problem)
         outputs = self.llm.generate(prompts, self._sampling_params(sampling), use_tqdm=False) if prompts else []
@@ -222,8 +223,10 @@ class VLLMRolloutBackend:
         self.after_sync()
 
     def after_sync(self, version: int | None = None) -> None:
-        """Cached prefixes were computed with the old weights; then the KV cache comes back."""
+        """Cached prefixes and cached picture embeddings were computed with the old weights (the vision
+        tower is trained too); then the KV cache comes back."""
         self.llm.reset_prefix_cache()
+        self.llm.reset_mm_cache()
         self.wake(["kv_cache"])
         if version is not None:
             self._version = version

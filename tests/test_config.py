@@ -70,13 +70,13 @@ def test_cli_fails_before_any_actor_on_bad_input(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["rollout.backend=vllm"], "trainer.verify_sync"),
+        (["rollout.backend=vllm", "rollout.device=cuda"], "trainer.verify_sync"),
         (["rollout.backend=vllm", "trainer.verify_sync=false", "rollout.vllm.weight_sync=nccl"], "GPUs on both sides"),
         (["rollout.backend=vllm", "trainer.verify_sync=false", "rollout.device=cuda", "learner.device=cuda",
           "learner.comm_backend=nccl", "rollout.vllm.weight_sync=ipc"], "colocated"),
         (["rollout.backend=vllm", "trainer.verify_sync=false", "rollout.vllm.sleep=true"], "colocated"),
         (["rollout.vllm.weight_sync=rdma"], "rollout.vllm.weight_sync"),
-        (["rollout.backend=vllm", "trainer.verify_sync=false"], "rollout.vllm.kv_cache_bytes.*in bytes"),
+        (["rollout.backend=vllm"], "rollout.vllm.kv_cache_bytes.*in bytes"),
         (["rollout.backend=vllm", "trainer.verify_sync=false", "rollout.vllm.kv_cache_bytes=4096"], "at least 1 MiB"),
         (["algorithm.rollout_is=full"], "algorithm.rollout_is"),
         (["algorithm.rollout_is_cap=0.5"], "algorithm.rollout_is_cap"),
