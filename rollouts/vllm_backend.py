@@ -226,7 +226,8 @@ class VLLMRolloutBackend:
         """Cached prefixes and cached picture embeddings were computed with the old weights (the vision
         tower is trained too); then the KV cache comes back."""
         self.llm.reset_prefix_cache()
-        self.llm.reset_mm_cache()
+        # Encoder outputs are cached by picture hash; the processed pixels (the mm cache) stay valid.
+        self.llm.llm_engine.reset_encoder_cache()
         self.wake(["kv_cache"])
         if version is not None:
             self._version = version

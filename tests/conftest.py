@@ -35,6 +35,24 @@ def tiny_model(tmp_path_factory, generated_data) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_model_heads64(tmp_path_factory, generated_data) -> Path:
+    """The tiny model with 2 text heads of 64 (vLLM's CPU attention wants head_dim >= 64), warmed up the same way."""
+    import torch
+
+    from qadata.manifest import items, read_manifest
+    from qadata.media import load_image
+    from rollouts import tiny_model as builder
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("model64") / "tiny-heads64"
+    builder.build(folder, builder.TinyModelSpec(heads=2))
+    images = [load_image(item.path) for item in items(read_manifest(generated_data), "train")[:8]]
+    builder.warm_up(folder, images, steps=200, batch=4, log_every=0, videos=_clips(folder.parent / "clips"),
+                    video_every=3)
+    return folder
+
+
 def _clips(folder: Path) -> list:
     """The pictures of 4 short panning clips (64 px, as the CI benchmark's), for the VQA answer format."""
     import numpy as np

@@ -1,10 +1,8 @@
-"""The vLLM rollout backend on vLLM's CPU build (`make test-vllm`, its own environment).
-
-What runs: a tiny Qwen2 *text* model built here (vLLM's Qwen2.5-VL path imports torchvision, and
-PyPI's torchvision is CUDA-linked, so pictures cannot go through vLLM on CPU); G samples per prompt
-with token ids and log-probs checked against transformers; a learner step (GRPO loss, AdamW) on the
-transformers copy, its weights synced into the engine, which then answers as the new weights do;
-prompts over the context named (fail) or skipped. Skipped where vLLM is not installed.
+"""The vLLM rollout backend on vLLM's CPU build (`make test-vllm`, its own environment): a tiny Qwen2
+*text* model built here. G samples per prompt with token ids and log-probs checked against transformers;
+a learner step (GRPO loss, AdamW) on the transformers copy, its weights synced into the engine, which then
+answers as the new weights do; prompts over the context named (fail) or skipped. Pictures:
+test_vllm_pictures.py; the whole loop: test_vllm_training.py. Skipped where vLLM is not installed.
 """
 
 from __future__ import annotations
