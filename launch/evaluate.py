@@ -31,7 +31,7 @@ from launch.eval_report import (  # noqa: E402
 )
 from launch.prediction import TASK_OF_KIND, ItemPrediction, media_request, predict, start_scorers  # noqa: E402
 from launch.quality_metrics import quality_metrics  # noqa: E402
-from launch.scoring_args import add_scoring_args, check_scoring_args  # noqa: E402
+from launch.scoring_args import add_scoring_args, check_scoring_args, vllm_settings  # noqa: E402
 from launch.tracking import Tracker  # noqa: E402
 from launch.validation import eval_sampling, set_metrics  # noqa: E402
 from qadata.manifest import Item, ManifestError, items, read_manifest  # noqa: E402
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rollouts = start_scorers(model, args.num_actors, args.device, args.dtype, args.threads,
-                                 args.min_pixels, args.max_pixels)
+                             args.min_pixels, args.max_pixels, vllm_settings(args))
     sampling = eval_sampling(args.samples == 1, args.samples, args.max_new_tokens, args.temperature, args.seed)
     started = time.time()
 

@@ -56,10 +56,13 @@ class ItemPrediction:
 
 
 def start_scorers(model: str | Path, count: int, device: str, dtype: str, threads: int,
-                  min_pixels: int | None = None, max_pixels: int | None = None) -> list:
-    """Rollout actors for evaluation or scoring: joins RAY_ADDRESS's cluster, else starts a local Ray."""
+                  min_pixels: int | None = None, max_pixels: int | None = None, vllm: dict | None = None) -> list:
+    """Rollout actors for evaluation or scoring: joins RAY_ADDRESS's cluster, else starts a local Ray.
+
+    vllm: VLLMSettings fields to score through vLLM engines; None: the transformers backend."""
     connect_ray(None, max(os.cpu_count() or 1, count + 1))
-    return rollout_actors(count, "hf", str(model), dtype, device, 8, min_pixels, max_pixels, threads)
+    return rollout_actors(count, "vllm" if vllm else "hf", str(model), dtype, device, 8, min_pixels, max_pixels,
+                          threads, vllm=vllm)
 
 
 def media_request(item_id: str, path: str, kind: str, task: str, video=None) -> RolloutRequest:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ray  # noqa: E402
 
 from launch.prediction import TASK_OF_KIND, ItemPrediction, media_request, predict, start_scorers  # noqa: E402
-from launch.scoring_args import add_scoring_args, check_scoring_args  # noqa: E402
+from launch.scoring_args import add_scoring_args, check_scoring_args, vllm_settings  # noqa: E402
 from launch.validation import eval_sampling  # noqa: E402
 from rollouts.processor import resolve_model  # noqa: E402
 from rollouts.prompts import IQA_ASPECTS, VQA_SCORES  # noqa: E402
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     by_kind = {kind: [p for p in todo if p not in rejected and kind_of(p) == kind] for kind in ("image", "video")}
     if any(by_kind.values()):
         rollouts = start_scorers(model, args.num_actors, args.device, args.dtype, args.threads,
-                                 args.min_pixels, args.max_pixels)
+                             args.min_pixels, args.max_pixels, vllm_settings(args))
         sampling = eval_sampling(args.samples == 1, args.samples, args.max_new_tokens, args.temperature, args.seed)
         for kind, members in by_kind.items():
             if not members:
