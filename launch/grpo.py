@@ -247,7 +247,8 @@ def roll_back(breach: Breach, roles, cfg, snapshots: Snapshots, guard: HealthGua
         raise HealthError(
             f"training broke at step {breach.step}: {breach.message}, after {len(events)} rollbacks "
             f"(health.max_rollbacks = {cfg.health.max_rollbacks}); {where}. Lower learner.lr, raise "
-            f"algorithm.kl_coef, or loosen health.{breach.signal}, and resume from the snapshot or a checkpoint."
+            f"algorithm.kl_coef, or loosen health.{breach.signal}; a rerun with run.resume continues from the newest "
+            f"checkpoint in {cfg.run.output_dir}."
         )
     roles.learners.load_checkpoint(str(snapshots.folder(target) / "deepspeed"), tag="state")
     state = snapshots.state(target)
