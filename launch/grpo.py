@@ -359,9 +359,9 @@ def main(argv: list[str] | None = None) -> dict:
             if not kept:
                 raise RuntimeError(f"step {step}: the rollout engine skipped every prompt of the batch as too long: "
                                    "raise rollout.vllm.max_model_len or lower model.max_pixels")
+            kept_answers, kept_mos = [answers[i] for i in kept], [mos[i] for i in kept]
             with timer.phase("reward"):
-                rewards = score(roles.reward, [answers[i] for i in kept], [mos[i] for i in kept],
-                                [data.task_of(requests[i].item_id) for i in kept])
+                rewards = score(roles.reward, kept_answers, kept_mos, [data.task_of(requests[i].item_id) for i in kept])
             with timer.phase("advantage"):
                 advantages = np.zeros((len(requests), cfg.rollout.group_size))
                 advantages[kept] = group_advantages(
@@ -369,15 +369,16 @@ def main(argv: list[str] | None = None) -> dict:
                 ).numpy()
             with timer.phase("learn"):
                 shards = learning_samples(requests, answers, advantages, cfg.learner.num_ranks)
-                learner_stats = roles.learners.train_step(shards, lr_of(step))
+                lr = lr_of(step)
+                learner_stats = roles.learners.train_step(shards, lr)
             with timer.phase("sync"):
                 if any(s["applied"] for s in learner_stats):  # nothing applied: the rollouts hold these weights
                     sync_weights(roles, step, cfg.rollout.sync_timeout_s)
 
-            metrics = {**step_metrics(rewards, [answers[i] for i in kept], [mos[i] for i in kept], advantages[kept],
-                                      learner_stats), **timer.seconds}
+            metrics = step_metrics(rewards, kept_answers, kept_mos, advantages[kept], learner_stats)
+            metrics.update(timer.seconds)
             metrics["rollout/skipped_prompts"] = float(len(requests) - len(kept))
-            metrics.update({"time/step": sum(timer.seconds.values()), "learner/lr": lr_of(step),
+            metrics.update({"time/step": sum(timer.seconds.values()), "learner/lr": lr,
                             "data/skipped_media": float(len(data.skipped))})
             history["steps"].append({"step": step, **{k: metrics[k] for k in CURVES if k in metrics}})
             if step % cfg.trainer.log_every == 0:
