@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
 VLLM_VENV := .venv-vllm

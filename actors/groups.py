@@ -1,9 +1,18 @@
-"""Starting the roles as Ray actors from a run's config, and driving the learner group together."""
+"""Starting the roles as Ray actors from a run's config, and calling them with bounds.
+
+Every call into an actor is bounded by an option (`bounded_get`): a stuck actor is an error naming the role
+and the option, never a hang. Rollout and reward actors are restarted by Ray after a death
+(`max_restarts`); the caller gives a restarted rollout actor the current weights and redoes its part
+(`RolloutGroup`). A learner rank's death ends the run: its ZeRO shards and the collective are gone.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import ray
 from omegaconf import OmegaConf
@@ -16,13 +25,74 @@ from rewards.prpo import PRPOWeights
 
 
 def connect_ray(address: str | None, num_cpus: int) -> None:
-    """Join the cluster at `address` or RAY_ADDRESS (as under `ray job submit`), else start a local Ray."""
+    """Join the cluster at `address` or RAY_ADDRESS (as under `ray job submit`), else start a local Ray.
+
+    A local Ray gets token authentication with a fresh token for this process (unless RAY_AUTH_MODE or
+    RAY_AUTH_TOKEN is set already): the actors inherit it, and any other driver that finds the ports is
+    refused. Joining a cluster uses its token from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token.
+    """
     os.environ.setdefault("RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "1")
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        return
+    if os.environ.setdefault("RAY_AUTH_MODE", "token") == "token" and "RAY_AUTH_TOKEN" not in os.environ:
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    # Ray read RAY_AUTH_MODE when it was imported; this re-reads it (as ray.init does for its own default).
+    from ray._raylet import Config
+
+    Config.initialize("")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+
+
+class RoleError(RuntimeError):
+    """A role's actor died for good or did not answer in time; names the role and the option to change."""
+
+
+def bounded_get(refs, timeout_s: float, role: str, option: str):
+    """ray.get(refs) within timeout_s seconds; an actor's error is raised as soon as it arrives (a dead
+    rank does not wait for the ranks stuck in its collective). RoleError on a timeout."""
+    single = not isinstance(refs, list)
+    pending, deadline = ([refs] if single else list(refs)), time.monotonic() + timeout_s
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise RoleError(f"the {role} did not answer within {timeout_s:g} s ({option}): it is stuck or slower "
+                            f"than that; raise {option} if the work is just slow, then rerun the same command "
+                            "(it resumes from the newest checkpoint)")
+        ray.get(ready)  # raises the actor's error now
+    values = ray.get([refs] if single else list(refs))
+    return values[0] if single else values
+
+
+def wait_alive(actor, timeout_s: float, role: str, option: str) -> None:
+    """Returns once a restarting actor answers again (calls to it fail while Ray restarts it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            bounded_get(actor.__ray_ready__.remote(), max(1.0, deadline - time.monotonic()), role, option)
+            return
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise RoleError(f"the {role} was not back within {timeout_s:g} s of its restart ({option})") from None
+            time.sleep(0.5)
+
+
+def retrying(call: Callable[[], object], restarts: int, role: str, option: str, on_restart=None):
+    """call() (a bounded get), redone after the actor it waits on died and Ray restarted it, at most
+    `restarts` times; on_restart() first readies the new actor (e.g. gives it the current weights)."""
+    for attempt in range(restarts + 1):
+        try:
+            return call()
+        except ray.exceptions.RayActorError as error:
+            if attempt == restarts:
+                raise RoleError(f"the {role} died {attempt + 1} times ({type(error).__name__}); {option} = "
+                                f"{restarts} restarts are used up. Its log is in Ray's session folder "
+                                "(/tmp/ray/session_latest/logs); rerun the same command to resume") from None
+            print(f"{role} died ({type(error).__name__}); Ray restarts it and its work is redone "
+                  f"[restart {attempt + 1} of {restarts}]", flush=True)
+            if on_restart is not None:
+                on_restart()
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:
@@ -60,61 +130,145 @@ def learner_settings(cfg) -> LearnerSettings:
 
 
 class LearnerGroup:
-    """N LearnerRank actors forming one DeepSpeed data-parallel group."""
+    """N LearnerRank actors forming one DeepSpeed data-parallel group.
+
+    Calls are bounded by learner.step_timeout_s (a step, a gather) or learner.checkpoint_timeout_s (start-up,
+    checkpoints); a rank's death is a RoleError: the group cannot go on without its shards."""
 
     def __init__(self, cfg, slots: list[Slot] | None = None, group=None):
         settings = learner_settings(cfg)
         world = cfg.learner.num_ranks
+        self.step_timeout_s, self.checkpoint_timeout_s = cfg.learner.step_timeout_s, cfg.learner.checkpoint_timeout_s
         slots = slots or plan("none", 0, world, False, cfg.learner.cpus_per_rank, learner_gpus(cfg)).learners
         actor = ray.remote(LearnerRank)
         self.ranks = [actor.options(**actor_options(slots[rank], group)).remote(settings, rank, world)
                       for rank in range(world)]
-        addr, port = ray.get(self.ranks[0].address.remote())
-        self.ranks_info = ray.get([r.setup.remote(addr, port) for r in self.ranks])
+        addr, port = self._get(self.ranks[0].address.remote(), "checkpoint")
+        self.ranks_info = self._get([r.setup.remote(addr, port) for r in self.ranks], "checkpoint")
+
+    def _get(self, refs, bound: str):
+        timeout_s = self.step_timeout_s if bound == "step" else self.checkpoint_timeout_s
+        try:
+            return bounded_get(refs, timeout_s, "learner group", f"learner.{bound}_timeout_s")
+        except ray.exceptions.RayActorError as error:
+            raise RoleError(f"a learner rank died ({type(error).__name__}: {str(error).splitlines()[0][:200]}); the "
+                            "ZeRO group cannot go on without its shards. Rerun the same command: it resumes from the "
+                            "newest checkpoint") from None
 
     def train_step(self, shards: list[list], lr: float | None = None) -> list[dict]:
-        return ray.get([r.train_step.remote(shard, lr) for r, shard in zip(self.ranks, shards)])
+        return self._get([r.train_step.remote(shard, lr) for r, shard in zip(self.ranks, shards)], "step")
 
     def full_weights(self) -> ray.ObjectRef:
         """ObjectRef of rank 0's gathered weights (every rank takes part in the gather)."""
         refs = [r.full_weights.remote() for r in self.ranks]
-        ray.wait(refs, num_returns=len(refs))
+        self._get(refs, "step")
         return refs[0]
 
     def weights_digest(self) -> str:
-        return ray.get([r.weights_digest.remote() for r in self.ranks])[0]
+        return self._get([r.weights_digest.remote() for r in self.ranks], "step")[0]
 
     def connect_rollouts(self, backend: str, rollouts: list, inference_workers: int) -> None:
         """vLLM weight transfer from rank 0 to the rollout engines (nccl | ipc)."""
-        address, port = ray.get(self.ranks[0].address.remote())
-        ray.get([r.connect_rollouts.remote(backend, rollouts, address, port, inference_workers) for r in self.ranks])
+        address, port = self._get(self.ranks[0].address.remote(), "checkpoint")
+        self._get([r.connect_rollouts.remote(backend, rollouts, address, port, inference_workers)
+                   for r in self.ranks], "checkpoint")
 
     def send_weights(self, timeout_s: float) -> None:
-        ray.get([r.send_weights.remote() for r in self.ranks], timeout=timeout_s)
+        try:
+            bounded_get([r.send_weights.remote() for r in self.ranks], timeout_s, "weight sync",
+                        "rollout.sync_timeout_s")
+        except ray.exceptions.RayActorError as error:
+            raise RoleError(f"a learner rank or rollout engine died during the weight transfer ({error}); rerun the "
+                            "same command to resume") from None
 
     def save_checkpoint(self, folder: str, tag: str) -> None:
-        ray.get([r.save_checkpoint.remote(folder, tag) for r in self.ranks])
+        self._get([r.save_checkpoint.remote(folder, tag) for r in self.ranks], "checkpoint")
 
     def load_checkpoint(self, folder: str, tag: str) -> None:
-        ray.get([r.load_checkpoint.remote(folder, tag) for r in self.ranks])
+        self._get([r.load_checkpoint.remote(folder, tag) for r in self.ranks], "checkpoint")
 
     def save_pretrained(self, folder: str) -> None:
-        ray.get([r.save_pretrained.remote(folder) for r in self.ranks])
+        self._get([r.save_pretrained.remote(folder) for r in self.ranks], "checkpoint")
 
 
 def rollout_actors(count: int, backend: str, model_path: str, dtype: str, device: str, prompt_chunk: int,
                    min_pixels: int | None, max_pixels: int | None, threads: int,
-                   slots: list[Slot] | None = None, group=None, vllm: dict | None = None) -> list:
+                   slots: list[Slot] | None = None, group=None, vllm: dict | None = None,
+                   max_restarts: int = 0) -> list:
     """`count` RolloutWorker actors, one GPU each unless on CPU (or as `slots` place them).
 
-    vllm: VLLMSettings fields when backend is vllm."""
+    vllm: VLLMSettings fields when backend is vllm. A restarted actor holds the model folder's weights:
+    Ray never retries its calls by itself (max_task_retries 0), RolloutGroup does, after a resync."""
     slots = slots or plan("none", count, 0, device != "cpu", 0, 0).rollouts
-    actor = ray.remote(RolloutWorker)
+    actor = ray.remote(max_restarts=max_restarts, max_task_retries=0)(RolloutWorker)
     return [
         actor.options(**actor_options(slots[i], group)).remote(
             backend, model_path, dtype, device, prompt_chunk, min_pixels, max_pixels, threads, vllm)
         for i in range(count)
     ]
+
+
+class RolloutGroup:
+    """The rollout actors, called with bounds; a dead one (restarted by Ray) is handed to `resync`
+    ([actor] -> it holds the current weights) and its part of the work is redone, so nothing is lost
+    or counted twice: a part's answers depend only on its requests, the weights and the seed."""
+
+    def __init__(self, actors: list, timeout_s: float, restarts: int, resync=None):
+        self.actors, self.timeout_s, self.restarts = actors, timeout_s, restarts
+        self.resync: Callable[[list], None] | None = resync
+        self.restarted = 0
+        self.version = 0  # of the weights the actors hold (0: the model folder's)
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def submit(self, index: int, requests: list, sampling) -> list:
+        """Start actor `index` on `requests`; `result` of the returned handle gives the answers."""
+        return [index, requests, sampling, self.actors[index].generate.remote(requests, sampling)]
+
+    def result(self, handle: list) -> list:
+        index, requests, sampling = handle[:3]
+
+        def call():
+            if handle[3] is None:  # resubmitted on the restarted actor
+                handle[3] = self.actors[index].generate.remote(requests, sampling)
+            try:
+                return bounded_get(handle[3], self.timeout_s, f"rollout actor {index}", "rollout.generate_timeout_s")
+            except ray.exceptions.RayActorError:
+                handle[3] = None
+                raise
+
+        return self.call(index, call)
+
+    def call(self, index: int, call: Callable[[], object]):
+        """call() on actor `index`, redone on the restarted actor after a death."""
+        def restarted():
+            self.restarted += 1
+            wait_alive(self.actors[index], self.timeout_s, f"rollout actor {index}", "rollout.generate_timeout_s")
+            if self.resync is not None:
+                self.resync([self.actors[index]])
+
+        return retrying(call, self.restarts, f"rollout actor {index}", "rollout.max_restarts", restarted)
+
+    def generate(self, requests: list, sampling) -> list:
+        """Requests spread over the actors; answers [B][n] in request order."""
+        share = -(-len(requests) // len(self.actors))
+        handles = [self.submit(i, requests[i * share : (i + 1) * share], sampling) for i in range(len(self.actors))]
+        return [row for handle in handles for row in self.result(handle)]
+
+    def on_each(self, method: str, *args, timeout_s: float, option: str) -> list:
+        """actor.method(*args) on every actor, bounded; a dead actor is restarted, resynced, asked again."""
+        refs = [getattr(actor, method).remote(*args) for actor in self.actors]
+        out = []
+        for index, actor in enumerate(self.actors):
+            box = [refs[index]]
+
+            def call(index=index, actor=actor, box=box):
+                ref, box[0] = box[0] or getattr(actor, method).remote(*args), None
+                return bounded_get(ref, timeout_s, f"rollout actor {index}", option)
+
+            out.append(self.call(index, call))
+        return out
 
 
 def learner_gpus(cfg) -> float:
@@ -126,11 +280,14 @@ def role_plan(cfg) -> Plan:
                 cfg.learner.cpus_per_rank, learner_gpus(cfg), cfg.placement.colocated_rollout_share)
 
 
-def start_rollouts(cfg, slots: list[Slot] | None = None, group=None) -> list:
+def start_rollouts(cfg, slots: list[Slot] | None = None, group=None) -> RolloutGroup:
     r, m = cfg.rollout, cfg.model
     vllm = {**OmegaConf.to_container(r.vllm), "sync_timeout_s": r.sync_timeout_s} if r.backend == "vllm" else None
-    return rollout_actors(r.num_actors, r.backend, m.path, m.dtype, r.device, r.prompt_chunk, m.min_pixels,
-                          m.max_pixels, r.threads, slots, group, vllm)
+    # nccl/ipc weight transfer joins each engine to a process group at start: a restarted one is not in it
+    restarts = 0 if r.backend == "vllm" and r.vllm.weight_sync != "object_store" else r.max_restarts
+    actors = rollout_actors(r.num_actors, r.backend, m.path, m.dtype, r.device, r.prompt_chunk, m.min_pixels,
+                            m.max_pixels, r.threads, slots, group, vllm, restarts)
+    return RolloutGroup(actors, r.generate_timeout_s, restarts)
 
 
 def start_reward(cfg):
@@ -145,13 +302,13 @@ def start_reward(cfg):
     )
     chunk = r.preference_chunk if r.preference_scope == "micro" else None
     # One actor: the preference branch compares items across the whole batch it is given.
-    actor = ray.remote(num_cpus=0)(RewardWorker)
+    actor = ray.remote(num_cpus=0, max_restarts=r.max_restarts, max_task_retries=0)(RewardWorker)
     return actor.remote(cfg.data.task, weights, r.format_weight, r.accuracy_weight, chunk, r.accuracy)
 
 
 @dataclass
 class Roles:
-    rollouts: list
+    rollouts: RolloutGroup
     reward: object
     learners: LearnerGroup
     placement: dict | None = None  # the reserved bundles, for the run summary
@@ -173,6 +330,6 @@ def start_roles(cfg) -> Roles:
     sync = cfg.rollout.vllm.weight_sync if cfg.rollout.backend == "vllm" else "object_store"
     if sync in ("nccl", "ipc"):
         workers = len(roles.rollouts) * cfg.rollout.vllm.tensor_parallel_size
-        roles.learners.connect_rollouts(sync, roles.rollouts, workers)
+        roles.learners.connect_rollouts(sync, roles.rollouts.actors, workers)
         roles.weight_transfer = sync
     return roles

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
+import yaml
 from omegaconf.errors import OmegaConfBaseException
 
 from actors.lr_schedule import LR_SCHEDULES
@@ -30,6 +31,7 @@ class RunConfig:
     output_dir: str = MISSING
     seed: int = MISSING
     resume: bool = MISSING
+    allow_config_change: bool = MISSING
     shuffle_labels: bool = MISSING
 
 
@@ -86,6 +88,8 @@ class RolloutConfig:
     prompt_chunk: int = MISSING
     threads: int = MISSING
     sync_timeout_s: float = MISSING
+    generate_timeout_s: float = MISSING
+    max_restarts: int = MISSING
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
 
@@ -102,6 +106,8 @@ class RewardConfig:
     rank_to_mos: float = MISSING
     pairwise: float = MISSING
     triplet_ranking: float = MISSING
+    timeout_s: float = MISSING
+    max_restarts: int = MISSING
 
 
 @dataclass
@@ -134,6 +140,8 @@ class LearnerConfig:
     cpus_per_rank: float = MISSING
     gpus_per_rank: float = MISSING
     threads: int = MISSING
+    step_timeout_s: float = MISSING
+    checkpoint_timeout_s: float = MISSING
 
 
 @dataclass
@@ -268,6 +276,68 @@ AT_LEAST_ONE = (
 )
 
 
+# key: (low, high, open_low, open_high); None leaves that side unbounded
+RANGES = {
+    "rollout.group_size": (2, None, False, False),  # one answer has no group to be compared with
+    "rollout.temperature": (0, None, True, False),
+    "rollout.top_p": (0, 1, True, False),
+    "rollout.top_k": (0, None, False, False),
+    "rollout.sync_timeout_s": (0, None, True, False),
+    "rollout.generate_timeout_s": (0, None, True, False),
+    "rollout.max_restarts": (0, None, False, False),
+    "reward.timeout_s": (0, None, True, False),
+    "reward.max_restarts": (0, None, False, False),
+    "reward.format_weight": (0, None, False, False),
+    "reward.accuracy_weight": (0, None, False, False),
+    "reward.std_margin": (0, None, False, False),
+    "algorithm.advantage_eps": (0, None, True, False),
+    "algorithm.clip_low": (0, 1, True, True),
+    "algorithm.clip_high": (0, None, True, False),
+    "algorithm.kl_coef": (0, None, False, False),
+    "learner.lr": (0, None, True, False),
+    "learner.warmup_steps": (0, None, False, False),
+    "learner.min_lr_ratio": (0, 1, False, False),
+    "learner.weight_decay": (0, None, False, False),
+    "learner.grad_clip": (0, None, True, False),
+    "learner.cpus_per_rank": (0, None, False, False),
+    "learner.gpus_per_rank": (0, None, False, False),
+    "learner.step_timeout_s": (0, None, True, False),
+    "learner.checkpoint_timeout_s": (0, None, True, False),
+    "placement.timeout_s": (0, None, True, False),
+    "model.min_pixels": (1, None, False, False),
+    "model.max_pixels": (1, None, False, False),
+}
+
+
+def _check_ranges(config: DictConfig) -> None:
+    for key, (low, high, open_low, open_high) in RANGES.items():
+        value = OmegaConf.select(config, key)
+        if value is None:
+            continue
+        below = low is not None and (value <= low if open_low else value < low)
+        above = high is not None and (value >= high if open_high else value > high)
+        if below or above:
+            left = "(" if open_low else "["
+            right = ")" if open_high else "]"
+            span = f"{left}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{right}"
+            raise ConfigError(f"config key {key!r} must be in {span}, got {value}")
+    betas = list(config.learner.betas)
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"config key 'learner.betas' must be two numbers in [0, 1), got {betas}")
+
+
+def _load_yaml(path: Path):
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+    except OmegaConfBaseException as error:
+        raise ConfigError(_describe(error, str(path))) from None
+
+
 def _describe(error: OmegaConfBaseException, source: str) -> str:
     key = getattr(error, "full_key", None) or getattr(error, "key", None)
     message = str(error).splitlines()[0]
@@ -331,17 +401,22 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
     """base.yaml, then `config_file`, then dotlist `overrides`, checked against the schema."""
     config = OmegaConf.structured(Config)
     OmegaConf.set_struct(config, True)
-    config = _merge(config, OmegaConf.load(BASE_CONFIG), str(BASE_CONFIG.name))
+    config = _merge(config, _load_yaml(BASE_CONFIG), str(BASE_CONFIG.name))
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        config = _merge(config, OmegaConf.load(path), str(path))
+        config = _merge(config, _load_yaml(path), str(path))
     if overrides:
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
-        config = _merge(config, OmegaConf.from_dotlist(list(overrides)), "command line")
+        try:
+            dotlist = OmegaConf.from_dotlist(list(overrides))
+        except (yaml.YAMLError, OmegaConfBaseException) as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"command line: an override is not valid ({problem}): {' '.join(overrides)}") from None
+        config = _merge(config, dotlist, "command line")
     missing = sorted(OmegaConf.missing_keys(config))
     if missing:
         raise ConfigError(f"config keys without a value: {', '.join(missing)}")
@@ -360,10 +435,9 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
     if config.algorithm.rollout_is_cap < 1:
         raise ConfigError("config key 'algorithm.rollout_is_cap' must be at least 1, got "
                           f"{config.algorithm.rollout_is_cap}")
+    _check_ranges(config)
     _check_vllm(config)
     _check_health(config)
-    if config.rollout.temperature <= 0:
-        raise ConfigError("config key 'rollout.temperature' must be positive")
     if config.learner.comm_backend == "nccl" and config.learner.device == "cpu":
         raise ConfigError("config key 'learner.comm_backend' is nccl but 'learner.device' is cpu: use gloo on CPU")
     if config.trainer.batch_size * config.rollout.group_size % config.learner.num_ranks:

@@ -27,12 +27,13 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from actors.grpo import group_advantages  # noqa: E402
-from actors.groups import connect_ray, start_roles  # noqa: E402
+from actors.groups import RoleError, bounded_get, connect_ray, retrying, start_roles, wait_alive  # noqa: E402
 from actors.learner import TrainSample  # noqa: E402
 from actors.lr_schedule import learning_rate  # noqa: E402
 from launch import checkpoint  # noqa: E402
+from launch.checkpoint import CheckpointError, CheckpointStore  # noqa: E402
 from launch.config import ConfigError, flatten, load_config  # noqa: E402
-from launch.health import Breach, HealthError, HealthGuard, Snapshots  # noqa: E402
+from launch.health import Breach, HealthError, HealthGuard  # noqa: E402
 from launch.plots import training_curves  # noqa: E402
 from launch.tracking import Tracker  # noqa: E402
 from launch.prediction import TASK_OF_KIND, media_request  # noqa: E402
@@ -63,7 +64,9 @@ class Timer:
 
 
 class Data:
-    """Manifest items with their pictures; unreadable media is skipped, counted and named once."""
+    """Manifest items with their pictures; unreadable media is skipped, counted and named once.
+
+    The evaluation set stays a list of items: validation loads it a chunk at a time."""
 
     def __init__(self, cfg):
         self.task = cfg.data.task
@@ -76,39 +79,41 @@ class Data:
         if cfg.run.shuffle_labels:  # the null control: same images, MOS permuted
             self.labels = np.random.default_rng(cfg.run.seed + 1).permutation(self.labels)
         self.skipped: dict[str, str] = {}
-        self.tasks: dict[str, str] = {}
         self.video = VideoSettings(**cfg.video)
 
-    def task_of(self, item_id: str) -> str:
+    def task_of(self, item) -> str:
         """iqa | vqa: the configured task, or with `auto` the item's kind (images iqa, videos vqa)."""
-        return self.tasks[item_id]
+        return TASK_OF_KIND[item.kind] if self.task == "auto" else self.task
 
-    def request(self, item) -> RolloutRequest | None:
+    def load(self, item) -> RolloutRequest:
+        """The item's request; MediaError (recorded, and printed the first time) when its media is unreadable."""
         if item.path in self.skipped:
-            return None
-        self.tasks[item.item_id] = TASK_OF_KIND[item.kind] if self.task == "auto" else self.task
+            raise MediaError(self.skipped[item.path])
         try:
-            return media_request(item.item_id, item.path, item.kind, self.tasks[item.item_id], self.video)
+            return media_request(item.item_id, item.path, item.kind, self.task_of(item), self.video)
         except MediaError as error:
             self.skipped[item.path] = str(error)
             print(f"skipping unreadable media ({len(self.skipped)} so far): {error}", flush=True)
-            return None
+            raise
 
-    def batch(self, sampler: BatchSampler, size: int) -> tuple[list[RolloutRequest], list[float]]:
-        requests, mos = [], []
-        for _ in range(100):
-            for index in sampler.next_batch():
-                request = self.request(self.train[index])
-                if request is not None and len(requests) < size:
-                    requests.append(request)
-                    mos.append(float(self.labels[index]))
-            if len(requests) == size:
-                return requests, mos
-        raise RuntimeError(f"could not fill a batch of {size}: {len(self.skipped)} media files unreadable")
-
-    def eval_set(self) -> tuple[list[RolloutRequest], list[float]]:
-        pairs = [(self.request(item), item.mos) for item in self.eval]
-        return [r for r, _ in pairs if r is not None], [m for r, m in pairs if r is not None]
+    def batch(self, sampler: BatchSampler, size: int) -> tuple[list[RolloutRequest], list[float], list[str]]:
+        """`size` readable training items: requests, MOS, tasks. An unreadable item is passed over and the
+        next one taken, so a skip never pushes a readable item out of the epoch."""
+        requests, mos, tasks, drawn = [], [], [], 0
+        while len(requests) < size:
+            if drawn >= len(self.train) + size:
+                raise RuntimeError(f"could not fill a batch of {size}: {len(self.skipped)} of {len(self.train)} "
+                                   "training media files are unreadable (named above)")
+            for index in sampler.take(size - len(requests)):
+                drawn += 1
+                item = self.train[index]
+                try:
+                    requests.append(self.load(item))
+                except MediaError:
+                    continue
+                mos.append(float(self.labels[index]))
+                tasks.append(self.task_of(item))
+        return requests, mos, tasks
 
 
 def check_inputs(cfg) -> None:
@@ -124,23 +129,19 @@ def init_ray(cfg) -> None:
     connect_ray(cfg.ray.address, cfg.ray.num_cpus or max(os.cpu_count() or 1, math.ceil(needed)))
 
 
-def generate(rollouts: list, requests: list, sampling: SamplingSettings) -> list:
-    """Spread requests over the rollout actors; answers come back in request order."""
-    share = math.ceil(len(requests) / len(rollouts))
-    futures = [
-        actor.generate.remote(requests[i * share : (i + 1) * share], sampling) for i, actor in enumerate(rollouts)
-    ]
-    return [row for part in ray.get(futures) for row in part]
-
-
 def answered(answers: list) -> list[int]:
     """Indices of the items the rollout engine answered (vLLM skips a prompt too long for it, by option)."""
     return [i for i, row in enumerate(answers) if not any(c.skipped for c in row)]
 
 
-def score(reward, answers: list, mos: list[float], tasks: list[str]) -> dict[str, np.ndarray]:
+def score(cfg, reward, answers: list, mos: list[float], tasks: list[str]) -> dict[str, np.ndarray]:
+    """The reward actor's terms for every answer; a dead reward actor is restarted and asked again."""
     texts = [[c.text for c in row] for row in answers]
-    return ray.get(reward.score.remote(texts, mos, tasks))
+    return retrying(
+        lambda: bounded_get(reward.score.remote(texts, mos, tasks), cfg.reward.timeout_s, "reward actor",
+                            "reward.timeout_s"),
+        cfg.reward.max_restarts, "reward actor", "reward.max_restarts",
+        lambda: wait_alive(reward, cfg.reward.timeout_s, "reward actor", "reward.timeout_s"))
 
 
 def learning_samples(requests, answers, advantages: np.ndarray, ranks: int) -> list[list]:
@@ -153,22 +154,26 @@ def learning_samples(requests, answers, advantages: np.ndarray, ranks: int) -> l
     return [samples[r::ranks] for r in range(ranks)]
 
 
-def sync_weights(roles, version: int, timeout_s: float) -> None:
-    """Learner's weights -> every rollout actor; returns once all of them generate with them.
-
-    Through vLLM's weight transfer when set up (nccl | ipc), else rank 0's gathered weights as one Ray
-    object. A sync slower than timeout_s is an error naming the option, not a hang.
-    """
-    try:
-        if roles.weight_transfer:
-            roles.learners.send_weights(timeout_s)
-            ray.get([actor.update_weight_version.remote(str(version)) for actor in roles.rollouts], timeout=timeout_s)
+def sync_weights(roles, version: int, timeout_s: float, actors: list | None = None) -> None:
+    """Learner's weights -> the rollout actors (`actors`: only these, e.g. a restarted one); returns once
+    they generate with them. Through vLLM's weight transfer when set up (nccl | ipc), else rank 0's gathered
+    weights as one Ray object. Slower than timeout_s: a RoleError naming rollout.sync_timeout_s."""
+    rollouts = roles.rollouts
+    option = "rollout.sync_timeout_s"
+    if roles.weight_transfer:
+        if actors is not None:
+            raise RoleError(f"a rollout actor was restarted, but it cannot rejoin vLLM's {roles.weight_transfer} "
+                            "weight transfer (rollout.vllm.weight_sync); rerun the same command to resume")
+        roles.learners.send_weights(timeout_s)
+        rollouts.on_each("update_weight_version", str(version), timeout_s=timeout_s, option=option)
+    else:
+        weights = roles.learners.full_weights()
+        if actors is None:
+            rollouts.on_each("load_weights", weights, version, timeout_s=timeout_s, option=option)
         else:
-            weights = roles.learners.full_weights()
-            ray.get([actor.load_weights.remote(weights, version) for actor in roles.rollouts], timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        raise RuntimeError(f"weight sync to version {version} did not finish within {timeout_s:.0f} s "
-                           "(rollout.sync_timeout_s): a rollout or learner actor is stuck") from None
+            bounded_get([actor.load_weights.remote(weights, version) for actor in actors], timeout_s,
+                        "restarted rollout actor", option)
+    rollouts.version = version
 
 
 def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.ndarray,
@@ -213,7 +218,27 @@ def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.
     return {k: float(v) for k, v in metrics.items()}
 
 
-def trainer_state(cfg, step: int, sampler: BatchSampler, tracker: Tracker, history: dict, guard: HealthGuard) -> dict:
+# Keys that cannot change what a run computes: a resume may change them without being asked.
+RESULT_NEUTRAL = ("run.name", "run.resume", "run.allow_config_change", "run.output_dir", "tracking.", "ray.",
+                  "eval.", "data.eval_", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
+                  "trainer.keep_checkpoints", "trainer.verify_sync", "placement.timeout_s")
+
+
+def result_config(cfg) -> dict:
+    """The flattened config minus the keys that do not change the result (timeouts, restarts, logging)."""
+    return {k: v for k, v in flatten(cfg).items()
+            if not k.startswith(RESULT_NEUTRAL) and not k.endswith(("timeout_s", "max_restarts"))}
+
+
+def config_changes(saved: dict, now: dict) -> list[str]:
+    keys = sorted(set(saved) | set(now))
+    return [f"{k}: {saved.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}" for k in keys
+            if saved.get(k, "(absent)") != now.get(k, "(absent)")]
+
+
+def trainer_state(cfg, step: int, sampler: BatchSampler, tracker: Tracker, history: dict, guard: HealthGuard,
+                  data: Data) -> dict:
+    """Everything besides the learner's DeepSpeed state that the steps after `step` depend on."""
     return {
         "step": step,
         "sampler": sampler.state(),
@@ -221,13 +246,9 @@ def trainer_state(cfg, step: int, sampler: BatchSampler, tracker: Tracker, histo
         "mlflow_run_id": tracker.run_id,
         "history": history,
         "health_window": guard.state(),
+        "skipped_media": data.skipped,
+        "config": result_config(cfg),
     }
-
-
-def save_checkpoint(roles, cfg, state: dict) -> Path:
-    tmp = checkpoint.begin(cfg.run.output_dir, state["step"])
-    roles.learners.save_checkpoint(str(tmp / "deepspeed"), tag="state")
-    return checkpoint.commit(cfg.run.output_dir, tmp, state["step"], state, cfg.trainer.keep_checkpoints)
 
 
 def sampling_seed(seed: int, step: int, rollbacks: int) -> int:
@@ -235,7 +256,7 @@ def sampling_seed(seed: int, step: int, rollbacks: int) -> int:
     return seed * 100003 + step + 1_000_003 * rollbacks
 
 
-def roll_back(breach: Breach, roles, cfg, snapshots: Snapshots, guard: HealthGuard, sampler: BatchSampler,
+def roll_back(breach: Breach, roles, cfg, snapshots: CheckpointStore, guard: HealthGuard, sampler: BatchSampler,
               history: dict, tracker: Tracker) -> int:
     """Learner and rollout actors back to the newest snapshot before the breached window; returns its step.
 
@@ -250,6 +271,7 @@ def roll_back(breach: Breach, roles, cfg, snapshots: Snapshots, guard: HealthGua
             f"algorithm.kl_coef, or loosen health.{breach.signal}; a rerun with run.resume continues from the newest "
             f"checkpoint in {cfg.run.output_dir}."
         )
+    checkpoint.verify(snapshots.folder(target))
     roles.learners.load_checkpoint(str(snapshots.folder(target) / "deepspeed"), tag="state")
     state = snapshots.state(target)
     sampler.load_state(state["sampler"])
@@ -270,6 +292,27 @@ def roll_back(breach: Breach, roles, cfg, snapshots: Snapshots, guard: HealthGua
     return target
 
 
+def resume_state(cfg, checkpoints: CheckpointStore) -> tuple[Path | None, dict | None]:
+    """The newest verified checkpoint and its state, or (None, None); refused (SystemExit) when the
+    checkpoint is not what was committed, or when the config changed in a key that changes the result."""
+    if not cfg.run.resume:
+        return None, None
+    try:
+        folder = checkpoints.latest()
+    except CheckpointError as error:
+        raise SystemExit(f"preresq: cannot resume: {error}") from None
+    if folder is None:
+        return None, None
+    state = checkpoint.read_state(folder)
+    changes = config_changes(state.get("config", {}), result_config(cfg))
+    if changes and not cfg.run.allow_config_change:
+        raise SystemExit(
+            f"preresq: {folder} was written with another config, and resuming it with this one would not give the "
+            f"run it started: {'; '.join(changes[:8])}{' ...' if len(changes) > 8 else ''}. Use another "
+            "run.output_dir for a new run, or pass run.allow_config_change=true to resume anyway.")
+    return folder, state
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML overriding configs/base.yaml")
@@ -283,12 +326,16 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(cfg.run.seed)
     output_dir = Path(cfg.run.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = CheckpointStore(output_dir / "checkpoints", cfg.trainer.keep_checkpoints)
+    snapshots = CheckpointStore(output_dir / "healthy", cfg.health.keep_snapshots, "healthy snapshot")
+    resume_from, state = resume_state(cfg, checkpoints)
     data = Data(cfg)
-    resume_from = checkpoint.latest(cfg.run.output_dir) if cfg.run.resume else None
-    state = checkpoint.read_state(resume_from) if resume_from else None
 
     init_ray(cfg)
     roles = start_roles(cfg)
+    # A rollout actor that Ray restarted holds the model folder's weights: give it the learner's first.
+    roles.rollouts.resync = lambda actors: sync_weights(roles, roles.rollouts.version, cfg.rollout.sync_timeout_s,
+                                                        actors)
     if roles.placement:
         print(f"placement group ({roles.placement['mode']}, {roles.placement['strategy']}): bundles "
               f"{roles.placement['bundles']}, rollouts in {roles.placement['rollout_bundles']}, learner ranks in "
@@ -296,22 +343,23 @@ def main(argv: list[str] | None = None) -> dict:
     tracker = Tracker(
         cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.experiment, cfg.run.name,
         flatten(cfg), run_id=state["mlflow_run_id"] if state else None,
+        unsent_path=output_dir / "mlflow-unsent.jsonl",
     )
     sampler = BatchSampler(len(data.train), cfg.trainer.batch_size, cfg.run.seed)
     history = {"steps": [], "eval": {}, "rollbacks": []}
     guard = HealthGuard(cfg.health, state.get("health_window") if state else None)
-    snapshots = Snapshots(output_dir, cfg.health.keep_snapshots)
     start_step = 0
     if state:
         roles.learners.load_checkpoint(str(resume_from / "deepspeed"), tag="state")
         sampler.load_state(state["sampler"])
         torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
         history, start_step = {"rollbacks": [], **state["history"]}, state["step"]
+        data.skipped.update(state.get("skipped_media", {}))
         sync_weights(roles, start_step, cfg.rollout.sync_timeout_s)
-        print(f"resumed from {resume_from} at step {start_step}", flush=True)
+        print(f"resumed from {resume_from} at step {start_step}"
+              + (f"; steps {start_step + 1}-{tracker.logged_until} were logged before the crash and are replayed "
+                 "without logging them again" if tracker.logged_until > start_step else ""), flush=True)
 
-    eval_requests, eval_mos = data.eval_set()
-    eval_tasks = [data.task_of(r.item_id) for r in eval_requests]
     sampling = SamplingSettings(
         n=cfg.rollout.group_size, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
         top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens,
@@ -319,13 +367,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     def validate(step: int) -> dict:
         result = evaluate(
-            roles.rollouts, eval_requests, eval_mos, eval_tasks, cfg.eval.greedy, cfg.eval.samples,
+            roles.rollouts, data.eval, data.load, data.task_of, cfg.eval.greedy, cfg.eval.samples,
             cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.rollout.temperature, seed=cfg.run.seed,
         )
         history["eval"][str(step)] = result
         tracker.log_metrics({f"val/{k}": v for k, v in result.items() if v is not None}, step)
         print(f"step {step} validation: SRCC {result['srcc']} PLCC {result['plcc']} ({int(result['scored'])} of "
-              f"{int(result['items'])} items scored, {int(result['parse_failures'])} answers unparsed)", flush=True)
+              f"{int(result['items'])} items scored, {int(result['parse_failures'])} answers unparsed, "
+              f"{int(result['unreadable'])} unreadable)", flush=True)
         return result
 
     def lr_of(step: int) -> float:
@@ -333,35 +382,35 @@ def main(argv: list[str] | None = None) -> dict:
         return learning_rate(step, l.lr, cfg.trainer.steps, l.lr_schedule, l.warmup_steps, l.min_lr_ratio,
                              cfg.health.lr_factor ** len(history["rollbacks"]))
 
-    def snapshot(step: int) -> None:
-        snapshots.save(step, lambda folder: roles.learners.save_checkpoint(folder, tag="state"),
-                       trainer_state(cfg, step, sampler, tracker, history, guard))
+    def save(store: CheckpointStore, step: int) -> None:
+        store.save(step, lambda folder: roles.learners.save_checkpoint(folder, tag="state"),
+                   trainer_state(cfg, step, sampler, tracker, history, guard, data))
 
-    if str(start_step) not in history["eval"]:
-        validate(start_step)
-    if cfg.health.enabled:
-        snapshots.drop_after(start_step)  # from a trajectory that a crash cut short
-        if start_step not in snapshots.steps():
-            snapshot(start_step)
     status, started, digests = "FAILED", time.time(), None
     policy_dir = output_dir / "policy"
     try:
+        if str(start_step) not in history["eval"]:
+            validate(start_step)
+        if cfg.health.enabled:
+            snapshots.drop_after(start_step)  # from a trajectory that a crash cut short
+            if start_step not in snapshots.steps():
+                save(snapshots, start_step)
         step = start_step
         while step < cfg.trainer.steps:
             step += 1
             timer = Timer()
             with timer.phase("batch"):
-                requests, mos = data.batch(sampler, cfg.trainer.batch_size)
+                requests, mos, tasks = data.batch(sampler, cfg.trainer.batch_size)
             with timer.phase("generate"):
                 seed = sampling_seed(cfg.run.seed, step, len(history["rollbacks"]))
-                answers = generate(roles.rollouts, requests, replace(sampling, seed=seed))
+                answers = roles.rollouts.generate(requests, replace(sampling, seed=seed))
             kept = answered(answers)  # a skipped item is not scored, and trained on with no tokens and advantage 0
             if not kept:
                 raise RuntimeError(f"step {step}: the rollout engine skipped every prompt of the batch as too long: "
                                    "raise rollout.vllm.max_model_len or lower model.max_pixels")
             kept_answers, kept_mos = [answers[i] for i in kept], [mos[i] for i in kept]
             with timer.phase("reward"):
-                rewards = score(roles.reward, kept_answers, kept_mos, [data.task_of(requests[i].item_id) for i in kept])
+                rewards = score(cfg, roles.reward, kept_answers, kept_mos, [tasks[i] for i in kept])
             with timer.phase("advantage"):
                 advantages = np.zeros((len(requests), cfg.rollout.group_size))
                 advantages[kept] = group_advantages(
@@ -379,7 +428,8 @@ def main(argv: list[str] | None = None) -> dict:
             metrics.update(timer.seconds)
             metrics["rollout/skipped_prompts"] = float(len(requests) - len(kept))
             metrics.update({"time/step": sum(timer.seconds.values()), "learner/lr": lr,
-                            "data/skipped_media": float(len(data.skipped))})
+                            "data/skipped_media": float(len(data.skipped)),
+                            "faults/rollout_restarts": float(roles.rollouts.restarted)})
             history["steps"].append({"step": step, **{k: metrics[k] for k in CURVES if k in metrics}})
             if step % cfg.trainer.log_every == 0:
                 tracker.log_metrics(metrics, step)
@@ -389,40 +439,43 @@ def main(argv: list[str] | None = None) -> dict:
                 step = roll_back(breach, roles, cfg, snapshots, guard, sampler, history, tracker)
                 continue
             if cfg.health.enabled and step % cfg.health.snapshot_every == 0 and step < cfg.trainer.steps:
-                snapshot(step)
+                save(snapshots, step)
             if step % cfg.trainer.checkpoint_every == 0 and step < cfg.trainer.steps:
-                save_checkpoint(roles, cfg, trainer_state(cfg, step, sampler, tracker, history, guard))
+                save(checkpoints, step)
             if step % cfg.trainer.eval_every == 0 and step < cfg.trainer.steps:
                 validate(step)
 
         if str(cfg.trainer.steps) not in history["eval"]:
             validate(cfg.trainer.steps)
-        save_checkpoint(roles, cfg, trainer_state(cfg, cfg.trainer.steps, sampler, tracker, history, guard))
+        save(checkpoints, cfg.trainer.steps)
         roles.learners.save_pretrained(str(policy_dir))
-        digests = verify_sync(roles, cfg, eval_requests) if cfg.trainer.verify_sync else None
+        digests = verify_sync(roles, cfg, data) if cfg.trainer.verify_sync else None
         final = history["eval"][str(cfg.trainer.steps)]
-        scored_share = final["scored"] / max(final["items"], 1)
+        scored_share = final["scored"] / max(final["items"] - final["unreadable"], 1)
         status = "FINISHED" if scored_share >= cfg.health.min_scored or not cfg.health.enabled else "FAILED"
-    except HealthError as error:
+    except (HealthError, RoleError, CheckpointError) as error:
         history["failure"] = str(error)
         raise
     finally:
-        if history["steps"]:
-            curves = output_dir / "curves.png"
-            tracker.log_artifact(str(training_curves(history["steps"], history["eval"], curves, cfg.run.name)))
-        tracker.finish(status)
+        try:
+            if history["steps"]:
+                curves = output_dir / "curves.png"
+                tracker.log_artifact(str(training_curves(history["steps"], history["eval"], curves, cfg.run.name)))
+        finally:
+            tracker.finish(status)
         if status != "FINISHED" and "failure" in history:
             (output_dir / "summary.json").write_text(json.dumps(
                 {"status": status, "failure": history["failure"], "rollbacks": history["rollbacks"]}, indent=2))
     summary = summarise(cfg, history, start_step, time.time() - started, data, policy_dir)
     summary.update(status=status, weight_digests=digests, mlflow_run_id=tracker.run_id, placement=roles.placement,
-                   learner_ranks=roles.learners.ranks_info)
+                   learner_ranks=roles.learners.ranks_info, rollout_restarts=roles.rollouts.restarted,
+                   replay_mismatch=tracker.replay_mismatch)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if status != "FINISHED":
         raise HealthError(
-            f"the final policy scored {int(final['scored'])} of {int(final['items'])} held-out items "
-            f"({scored_share:.0%}), below health.min_scored = {cfg.health.min_scored:.0%}: its answers lost the "
-            f"format. The policy is in {policy_dir}, but do not use it; see {output_dir / 'curves.png'}."
+            f"the final policy scored {int(final['scored'])} of {int(final['items'] - final['unreadable'])} readable "
+            f"held-out items ({scored_share:.0%}), below health.min_scored = {cfg.health.min_scored:.0%}: its answers "
+            f"lost the format. The policy is in {policy_dir}, but do not use it; see {output_dir / 'curves.png'}."
         )
     return summary
 
@@ -436,31 +489,40 @@ def progress_line(step: int, steps: int, m: dict) -> str:
     )
 
 
-def verify_sync(roles, cfg, requests: list) -> dict:
+def verify_sync(roles, cfg, data: Data) -> dict:
     """The rollout actors hold the learner's weights, or a RuntimeError.
 
     transformers backend: hashes of the learner's weights and of every rollout actor's must be equal.
-    vLLM keeps fused weights, so there its greedy answers on `requests` (validation items) must equal
+    vLLM keeps fused weights, so there its greedy answers on the readable validation items must equal
     those of a transformers copy given the learner's weights."""
+    timeout_s = cfg.rollout.generate_timeout_s
     if cfg.rollout.backend == "hf":
         learner = roles.learners.weights_digest()
-        rollouts = ray.get([actor.weights_digest.remote() for actor in roles.rollouts])
+        rollouts = roles.rollouts.on_each("weights_digest", timeout_s=timeout_s, option="rollout.generate_timeout_s")
         if any(d != learner for d in rollouts):
             short = [d[:12] for d in rollouts]
             raise RuntimeError(f"weight sync failed: learner {learner[:12]} but rollout actors {short}")
         return {"learner": learner, "rollouts": rollouts}
     from actors.rollout import RolloutWorker
 
+    requests = []
+    for item in data.eval:
+        try:
+            requests.append(data.load(item))
+        except MediaError:
+            pass
     m = cfg.model
     copy = ray.remote(num_cpus=0)(RolloutWorker).remote("hf", m.path, m.dtype, "cpu", cfg.rollout.prompt_chunk,
                                                          m.min_pixels, m.max_pixels, cfg.rollout.threads)
-    ray.get(copy.load_weights.remote(roles.learners.full_weights(), 0), timeout=cfg.rollout.sync_timeout_s)
+    bounded_get(copy.load_weights.remote(roles.learners.full_weights(), 0), cfg.rollout.sync_timeout_s,
+                "transformers copy", "rollout.sync_timeout_s")
     greedy = SamplingSettings(n=1, greedy=True, max_new_tokens=cfg.eval.max_new_tokens)
-    expected = [row[0].token_ids for row in ray.get(copy.generate.remote(requests, greedy))]
+    expected = [row[0].token_ids for row in bounded_get(copy.generate.remote(requests, greedy), timeout_s,
+                                                        "transformers copy", "rollout.generate_timeout_s")]
     ray.kill(copy)
     result = {"items": len(requests), "answer_tokens": sum(map(len, expected)), "rollouts": []}
-    for index, actor in enumerate(roles.rollouts):
-        answers = [row[0] for row in ray.get(actor.generate.remote(requests, greedy))]
+    for index in range(len(roles.rollouts)):
+        answers = [row[0] for row in roles.rollouts.result(roles.rollouts.submit(index, requests, greedy))]
         skipped = [r.item_id for r, a in zip(requests, answers) if a.skipped]  # too long for the engine
         differ = [r.item_id for r, a, b in zip(requests, answers, expected) if not a.skipped and a.token_ids != b]
         result["rollouts"].append({"equal": len(requests) - len(differ) - len(skipped), "differ": differ,
@@ -513,5 +575,5 @@ def summarise(cfg, history: dict, start_step: int, seconds: float, data: Data, p
 if __name__ == "__main__":
     try:
         main()
-    except HealthError as error:
+    except (HealthError, RoleError, CheckpointError) as error:
         raise SystemExit(f"preresq: {error}") from None

@@ -5,18 +5,15 @@ Each signal is one step metric, a threshold and a window: it is breached when th
 `spike_window` steps before). A step with a non-finite metric is a breach at once. The controller
 (launch/grpo.py) answers a breach by rolling the learner and the rollout actors back to a snapshot
 taken before the breached window, lowering the learning rate and moving the sampling seed on; after
-`max_rollbacks` it stops with `HealthError`. Snapshots (`Snapshots`) are DeepSpeed checkpoints of the
-learner (weights and optimizer state) plus the trainer state, kept on disk while the run is healthy.
+`max_rollbacks` it stops with `HealthError`. Snapshots are checkpoints (launch/checkpoint.py) of the
+learner (weights and optimizer state) plus the trainer state, kept under `<output_dir>/healthy` while the
+run is healthy.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 # signal name in the config -> the step metric it watches
 SIGNAL_METRICS = {
@@ -93,50 +90,3 @@ class HealthGuard:
                               f"{metric} jumped to {values[-1]:.3g}, over health.{name}.spike = {s.spike} x its "
                               f"median {median:.3g} over the {s.spike_window} steps before")
         return None
-
-
-class Snapshots:
-    """Healthy states on disk: <output_dir>/healthy/step-NNNNNN/{deepspeed/, trainer_state.json}.
-
-    Written into a temporary folder and renamed into place; the newest `keep` are kept.
-    """
-
-    def __init__(self, output_dir: str | Path, keep: int):
-        self.root = Path(output_dir) / "healthy"
-        self.keep = keep
-
-    def folder(self, step: int) -> Path:
-        return self.root / f"step-{step:06d}"
-
-    def steps(self) -> list[int]:
-        if not self.root.is_dir():
-            return []
-        return sorted(int(p.name[5:]) for p in self.root.glob("step-*") if (p / "trainer_state.json").is_file())
-
-    def save(self, step: int, write_learner, state: dict) -> Path:
-        """write_learner(folder): the learner's checkpoint into `folder` (collective on the learner group)."""
-        tmp = self.root / f".tmp-step-{step:06d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        write_learner(str(tmp / "deepspeed"))
-        (tmp / "trainer_state.json").write_text(json.dumps(state))
-        final = self.folder(step)
-        if final.exists():  # a rerun of this step after a rollback: the old one is of another trajectory
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in self.steps()[:-self.keep]:
-            shutil.rmtree(self.folder(old), ignore_errors=True)
-        return final
-
-    def before(self, step: int) -> int | None:
-        """The newest snapshot at or before `step`, else the oldest kept (None if there are none)."""
-        steps = self.steps()
-        older = [s for s in steps if s <= step]
-        return older[-1] if older else (steps[0] if steps else None)
-
-    def state(self, step: int) -> dict:
-        return json.loads((self.folder(step) / "trainer_state.json").read_text())
-
-    def drop_after(self, step: int) -> None:
-        for later in [s for s in self.steps() if s > step]:
-            shutil.rmtree(self.folder(later), ignore_errors=True)

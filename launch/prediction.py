@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
-import ray
 from tqdm import tqdm
 
-from actors.groups import connect_ray, rollout_actors
+from actors.groups import RolloutGroup, connect_ray, rollout_actors
+from launch.config import load_config
 from qadata.media import MediaError, load_pictures
 from rewards.prpo import read_scores
 from rollouts.backend import RolloutRequest, SamplingSettings
@@ -56,13 +56,17 @@ class ItemPrediction:
 
 
 def start_scorers(model: str | Path, count: int, device: str, dtype: str, threads: int,
-                  min_pixels: int | None = None, max_pixels: int | None = None, vllm: dict | None = None) -> list:
+                  min_pixels: int | None = None, max_pixels: int | None = None, vllm: dict | None = None
+                  ) -> RolloutGroup:
     """Rollout actors for evaluation or scoring: joins RAY_ADDRESS's cluster, else starts a local Ray.
 
-    vllm: VLLMSettings fields to score through vLLM engines; None: the transformers backend."""
+    vllm: VLLMSettings fields to score through vLLM engines; None: the transformers backend. A generate
+    call's bound and the restarts of a dead actor are the training run's (configs/base.yaml: rollout.*)."""
+    defaults = load_config().rollout
     connect_ray(None, max(os.cpu_count() or 1, count + 1))
-    return rollout_actors(count, "vllm" if vllm else "hf", str(model), dtype, device, 8, min_pixels, max_pixels,
-                          threads, vllm=vllm)
+    actors = rollout_actors(count, "vllm" if vllm else "hf", str(model), dtype, device, 8, min_pixels, max_pixels,
+                            threads, vllm=vllm, max_restarts=defaults.max_restarts)
+    return RolloutGroup(actors, defaults.generate_timeout_s, defaults.max_restarts)
 
 
 def media_request(item_id: str, path: str, kind: str, task: str, video=None) -> RolloutRequest:
@@ -86,7 +90,7 @@ def read_item(item_id: str, texts: list[str], task: str) -> ItemPrediction:
     return out
 
 
-def predict(rollouts: list, items: Sequence[T], load: Callable[[T], RolloutRequest], item_id: Callable[[T], str],
+def predict(rollouts: RolloutGroup, items: Sequence[T], load: Callable[[T], RolloutRequest], item_id: Callable[[T], str],
             task: str | Callable[[T], str], sampling: SamplingSettings, batch_size: int, desc: str | None = None,
             on_chunk: Callable[[list[ItemPrediction]], None] | None = None) -> list[ItemPrediction]:
     """Predictions for `items` in order, through the rollout actors.
@@ -111,16 +115,15 @@ def predict(rollouts: list, items: Sequence[T], load: Callable[[T], RolloutReque
                 requests.append(request)
             except MediaError as error:
                 loaded.append(ItemPrediction(item_id(item), error=str(error)))
-        actor = rollouts[index % len(rollouts)]
-        future = actor.generate.remote(requests, sampling) if requests else None
-        pending.append((loaded, future))
+        handle = rollouts.submit(index % len(rollouts), requests, sampling) if requests else None
+        pending.append((loaded, handle))
 
     while next_chunk < len(chunks) and len(pending) < 2 * len(rollouts):
         submit(next_chunk)
         next_chunk += 1
     while pending:
-        loaded, future = pending.popleft()
-        answers = iter(ray.get(future) if future is not None else [])
+        loaded, handle = pending.popleft()
+        answers = iter(rollouts.result(handle) if handle is not None else [])
         done = []
         for entry in loaded:
             if isinstance(entry, ItemPrediction):

@@ -1,24 +1,60 @@
 """MLflow tracking: params once, each step's metrics in one batch call, artifacts at the end.
 
 Default store: MLFLOW_TRACKING_URI, else a local SQLite file `mlflow.db` in the working directory.
+
+A run outlives its tracking server: a failed call is buffered, warned about once, and retried with the next
+one (and at the end); what never got through is written to `<output_dir>/mlflow-unsent.jsonl`. A resumed
+run logs into the same MLflow run and does not log again the steps it logged before the crash (it replays
+them, and says whether the replay gave the same reward). No secret reaches MLflow: credentials in URIs are
+masked and keys that look like secrets are dropped from the params.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import time
+from pathlib import Path
+
+SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_?key|credential|auth)", re.IGNORECASE)
+URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]*)(:(?P<password>[^/@\s]*))?@",
+                             re.IGNORECASE)
+# The metric logged every step, whose history says which steps a crashed run already logged.
+STEP_METRIC = "reward/total"
 
 
 def tracking_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
+def mask_credentials(text: str) -> str:
+    """'https://alice:pw@host' -> 'https://alice:***@host'; a token as the user part is masked too."""
+    def mask(match: re.Match) -> str:
+        if match["password"] is not None:
+            return f"{match['scheme']}{match['user']}:***@"
+        return f"{match['scheme']}***@" if match["user"] else match[0]
+
+    return URI_CREDENTIALS.sub(mask, text)
+
+
+def public_params(params: dict) -> dict:
+    """The params that may be stored: no key that looks like a secret, no credential inside a value."""
+    return {k: mask_credentials(str(v)) for k, v in params.items() if not SECRET_KEY.search(k.rsplit(".", 1)[-1])}
+
+
 class Tracker:
     def __init__(self, enabled: bool, uri: str | None, experiment: str, run_name: str,
-                 params: dict, run_id: str | None = None):
+                 params: dict, run_id: str | None = None, unsent_path: str | Path | None = None):
         self.enabled = enabled
         self.run_id = None
+        self.pending: list = []  # metrics not yet accepted by the server
+        self.failing = False
+        self.logged: dict[int, float] = {}  # a resumed run's STEP_METRIC as logged before the crash
+        self.logged_until = -1
+        self.replay_mismatch: list[int] = []
+        self.unsent_path = Path(unsent_path) if unsent_path else None
         if not enabled:
             return
         import mlflow
@@ -36,28 +72,72 @@ class Tracker:
         else:
             self.run_id = run_id  # a resumed run goes on logging into the same MLflow run
             self.client.update_run(run_id, status="RUNNING")
+            self.logged = {m.step: m.value for m in self.client.get_metric_history(run_id, STEP_METRIC)}
+            self.logged_until = max(self.logged, default=-1)
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, v[:6000]) for k, v in public_params(params).items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if not self.enabled:
             return
+        if step <= self.logged_until:  # replayed after a crash: logged once already
+            before, now = self.logged.get(step), metrics.get(STEP_METRIC)
+            if before is not None and now is not None and not math.isclose(before, now, rel_tol=1e-9, abs_tol=1e-12):
+                self.replay_mismatch.append(step)
+                print(f"warning: replayed step {step} gave {STEP_METRIC} {now:.6g}, but {before:.6g} was logged "
+                      "before the crash: this resume is not exact", flush=True)
+            return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
-        for start in range(0, len(batch), 900):
-            self.client.log_batch(self.run_id, metrics=batch[start : start + 900])
+        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()
+                         if v is not None and math.isfinite(v)]
+        self.flush()
+
+    def flush(self) -> bool:
+        """Send what is pending; False (and a warning the first time) when the server does not take it."""
+        try:
+            while self.pending:
+                self.client.log_batch(self.run_id, metrics=self.pending[:900])
+                self.pending = self.pending[900:]
+        except Exception as error:  # any outage: the run goes on, the metrics wait
+            if not self.failing:
+                print(f"warning: MLflow at {mask_credentials(self.uri)} did not take the metrics "
+                      f"({type(error).__name__}: {mask_credentials(str(error).splitlines()[0][:200])}); "
+                      "buffering and retrying with every step", flush=True)
+            self.failing = True
+            return False
+        if self.failing:
+            print("MLflow is reachable again: the buffered metrics were sent", flush=True)
+        self.failing = False
+        return True
 
     def log_artifact(self, path: str) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        try:
             self.client.log_artifact(self.run_id, path)
+        except Exception as error:
+            print(f"warning: MLflow did not take the artifact {path} ({type(error).__name__}); it stays on disk",
+                  flush=True)
 
     def finish(self, status: str = "FINISHED") -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        sent = self.flush()
+        if not sent and self.unsent_path is not None:
+            with open(self.unsent_path, "a") as handle:
+                for m in self.pending:
+                    handle.write(json.dumps({"key": m.key, "value": m.value, "step": m.step,
+                                             "timestamp": m.timestamp}) + "\n")
+            print(f"warning: {len(self.pending)} metrics MLflow never took are in {self.unsent_path}", flush=True)
+        try:
             self.client.set_terminated(self.run_id, status=status)
+        except Exception as error:
+            print(f"warning: could not mark the MLflow run {self.run_id} {status} ({type(error).__name__})",
+                  flush=True)

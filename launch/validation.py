@@ -31,14 +31,13 @@ def set_metrics(predictions: list[ItemPrediction], mos: list[float]) -> dict[str
     return out
 
 
-def evaluate(rollouts: list, requests: list, mos: list[float], task: str | list[str], greedy: bool, samples: int,
-             max_new_tokens: int, batch_size: int, temperature: float = 1.0, seed: int = 0) -> dict[str, float | None]:
-    """Validation during training: already-loaded requests through the rollout actors -> set_metrics.
+def evaluate(rollouts, items: list, load, task, greedy: bool, samples: int, max_new_tokens: int, batch_size: int,
+             temperature: float = 1.0, seed: int = 0) -> dict[str, float | None]:
+    """Validation during training: manifest items through the rollout actors (a RolloutGroup) -> set_metrics.
 
-    task: one for all requests, or one per request.
+    Items are loaded a chunk at a time by load(item) -> RolloutRequest; an unreadable one (MediaError) is
+    counted, not scored. task: a function of the item ("iqa" | "vqa").
     """
     sampling = eval_sampling(greedy, samples, max_new_tokens, temperature, seed)
-    per_request = dict(zip((r.item_id for r in requests), task)) if isinstance(task, list) else None
-    predictions = predict(rollouts, requests, lambda r: r, lambda r: r.item_id,
-                          (lambda r: per_request[r.item_id]) if per_request else task, sampling, batch_size)
-    return set_metrics(predictions, mos)
+    predictions = predict(rollouts, items, load, lambda item: item.item_id, task, sampling, batch_size)
+    return set_metrics(predictions, [item.mos for item in items])

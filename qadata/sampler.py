@@ -22,10 +22,15 @@ class BatchSampler:
         return np.random.default_rng([self.seed, epoch]).permutation(self.size)
 
     def next_batch(self) -> list[int]:
+        return self.take(self.batch_size)
+
+    def take(self, count: int) -> list[int]:
+        """The next `count` indices (a caller that skips an unreadable item asks for one more, so no
+        readable item is passed over)."""
         batch: list[int] = []
-        while len(batch) < self.batch_size:
+        while len(batch) < count:
             order = self._order(self.epoch)
-            take = order[self.position : self.position + self.batch_size - len(batch)]
+            take = order[self.position : self.position + count - len(batch)]
             batch += take.tolist()
             self.position += len(take)
             if self.position >= self.size:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,8 @@ from actors.lr_schedule import learning_rate
 from actors.reward import RewardWorker
 from helpers import ROOT
 from launch.config import load_config
-from launch.health import HealthGuard, Snapshots
+from launch.checkpoint import CheckpointStore
+from launch.health import HealthGuard
 from rewards.absolute_error import absolute_error_reward
 from rewards.prpo import PRPOWeights, format_answer, parse_answer, read_scores
 
@@ -82,10 +85,11 @@ def test_forgetting_after_a_rollback_restarts_the_windows(health):
 
 
 def test_snapshots_are_kept_newest_first_and_dropped_after_a_rollback(tmp_path):
-    snapshots = Snapshots(tmp_path, keep=3)
+    snapshots = CheckpointStore(tmp_path / "healthy", keep=3)
 
     def learner(folder):  # what the learner group writes
-        (tmp_path / "marker").write_text(folder)
+        Path(folder).mkdir()
+        (Path(folder) / "weights.bin").write_bytes(b"w")
 
     for step in (0, 10, 20, 30):
         snapshots.save(step, learner, {"step": step})

@@ -1,0 +1,192 @@
+"""Faults survived: real processes killed (SIGKILL) or stopped (SIGSTOP) in the middle of a real run.
+
+A rollout or reward actor's death is survived with nothing lost or counted twice (the run ends with the same
+weights and the same per-step rewards as an uninterrupted one); a learner rank's death and a stuck actor end
+the run with an error naming the role and the option, and the rerun resumes; a driver killed between
+checkpoints and rerun gives the same final weights, each step logged once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers import ROOT, run_cli
+from test_training_run import metric_steps, overrides, run_status
+
+pytestmark = pytest.mark.slow
+
+STEPS = 6
+SETTINGS = {"trainer.steps": STEPS, "trainer.checkpoint_every": 2, "trainer.verify_sync": True,
+            "health.enabled": False}
+
+
+def args_for(model: Path, data: Path, out: Path, **extra) -> list[str]:
+    return ["launch/grpo.py", "--config", "configs/local.yaml", *overrides(model, data, out, **{**SETTINGS, **extra})]
+
+
+class Run:
+    """`python launch/grpo.py ...` in the background, its output read line by line."""
+
+    def __init__(self, args: list[str]):
+        self.process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} never came:\n{self.output[-4000:]}")
+            time.sleep(0.05)
+
+    def actor_process(self, role: str) -> psutil.Process:
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if f"ray::{role}" in " ".join(child.cmdline()):
+                    return child
+            except psutil.Error:
+                continue
+        raise AssertionError(f"no {role} process under the driver")
+
+    def finish(self, timeout: float = 400) -> int:
+        code = self.process.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code
+
+
+def rewards_by_step(uri: str, run_id: str) -> dict[int, float]:
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(uri).get_metric_history(run_id, "reward/total")
+    steps = [m.step for m in history]
+    assert len(steps) == len(set(steps)), f"a step was logged twice: {sorted(steps)}"
+    return {m.step: m.value for m in history}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model, generated_data, tmp_path_factory):
+    """The reference: the same run without a fault. -> (summary, per-step rewards, output folder)."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    result = run_cli(args_for(tiny_model, generated_data, out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    return summary, rewards_by_step(f"sqlite:///{out.parent / 'mlflow.db'}", summary["mlflow_run_id"]), out
+
+
+@pytest.mark.parametrize("role", ["RolloutWorker", "RewardWorker"])
+def test_a_killed_rollout_or_reward_actor_is_restarted_and_nothing_is_lost(
+        tiny_model, generated_data, tmp_path, uninterrupted, role):
+    reference, reference_rewards, _ = uninterrupted
+    out = tmp_path / "run"
+    run = Run(args_for(tiny_model, generated_data, out))
+    run.wait_for(f"step 3/{STEPS}")
+    victim = run.actor_process(role)
+    victim.send_signal(signal.SIGKILL)
+    assert run.finish() == 0, run.output[-4000:]
+    assert "died (" in run.output and "Ray restarts it and its work is redone" in run.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "FINISHED" and summary["steps_this_run"] == STEPS
+    if role == "RolloutWorker":
+        assert summary["rollout_restarts"] == 1
+    # Verified weights, and the very weights and rewards of the run that was not interrupted.
+    assert summary["weight_digests"]["rollouts"] == [summary["weight_digests"]["learner"]]
+    assert summary["weight_digests"]["learner"] == reference["weight_digests"]["learner"]
+    assert rewards_by_step(f"sqlite:///{tmp_path / 'mlflow.db'}", summary["mlflow_run_id"]) == reference_rewards
+
+
+def test_a_driver_killed_between_checkpoints_resumes_to_the_same_weights_each_step_logged_once(
+        tiny_model, generated_data, tmp_path, uninterrupted):
+    reference, reference_rewards, _ = uninterrupted
+    out = tmp_path / "run"
+    run = Run(args_for(tiny_model, generated_data, out))
+    run.wait_for(f"step 3/{STEPS}")  # checkpoint 2 is written, step 3 logged, 4 not yet checkpointed
+    run.process.send_signal(signal.SIGKILL)
+    run.finish()
+    assert (out / "checkpoints" / "latest").read_text() == "step-000002"
+
+    rerun = run_cli(args_for(tiny_model, generated_data, out))
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "resumed from" in rerun.stdout and "at step 2" in rerun.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["weight_digests"]["learner"] == reference["weight_digests"]["learner"]
+    assert summary["replay_mismatch"] == []
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert rewards_by_step(uri, summary["mlflow_run_id"]) == reference_rewards  # each step once, same values
+    assert metric_steps(uri, summary["mlflow_run_id"], "learner/kl") == list(range(1, STEPS + 1))
+    assert run_status(uri, summary["mlflow_run_id"]) == "FINISHED"
+
+
+def test_a_killed_learner_rank_is_a_named_error_and_the_rerun_resumes(tiny_model, generated_data, tmp_path):
+    out = tmp_path / "run"
+    run = Run(args_for(tiny_model, generated_data, out))
+    run.wait_for(f"step 3/{STEPS}")
+    run.actor_process("LearnerRank").send_signal(signal.SIGKILL)
+    assert run.finish() != 0
+    assert "preresq: a learner rank died" in run.output and "resumes from the newest checkpoint" in run.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "FAILED" and "learner rank died" in summary["failure"]
+
+    rerun = run_cli(args_for(tiny_model, generated_data, out))
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "resumed from" in rerun.stdout
+    assert json.loads((out / "summary.json").read_text())["status"] == "FINISHED"
+
+
+def test_a_stuck_rollout_actor_is_a_named_timeout_not_a_hang(tiny_model, generated_data, tmp_path):
+    out = tmp_path / "run"
+    run = Run(args_for(tiny_model, generated_data, out, **{"rollout.generate_timeout_s": 15,
+                                                           "rollout.sync_timeout_s": 15}))
+    run.wait_for(f"step 2/{STEPS}")
+    stuck = run.actor_process("RolloutWorker")
+    stuck.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert run.finish(timeout=180) != 0
+        assert time.monotonic() - started < 120
+    finally:
+        try:
+            stuck.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+    message = next(line for line in run.lines if line.startswith("preresq: "))
+    assert "rollout actor 0 did not answer within 15 s" in message
+    assert ("rollout.generate_timeout_s" in message or "rollout.sync_timeout_s" in message), message
+
+
+def test_resume_refuses_a_planted_file_and_a_pointer_outside_the_run(tiny_model, generated_data, tmp_path,
+                                                                      uninterrupted):
+    _, _, finished = uninterrupted
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
+    planted = latest / "deepspeed" / "state" / "payload.pt"
+    planted.write_bytes(b"not what was committed")
+    refused = run_cli(args_for(tiny_model, generated_data, out))
+    assert refused.returncode != 0 and "preresq: cannot resume" in refused.stderr and str(planted) in refused.stderr
+
+    planted.unlink()
+    (out / "checkpoints" / "latest").write_text("../../elsewhere")
+    refused = run_cli(args_for(tiny_model, generated_data, out))
+    assert refused.returncode != 0 and "'../../elsewhere'" in refused.stderr
+    assert "Started a local Ray" not in refused.stdout + refused.stderr  # refused before any actor starts
