@@ -42,7 +42,9 @@ def connect_ray(address: str | None, num_cpus: int) -> None:
     from ray._raylet import Config
 
     Config.initialize("")
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    context = ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    print(f"local Ray at {context.address_info['gcs_address']}, token authentication "
+          f"{'on' if os.environ['RAY_AUTH_MODE'] == 'token' else 'OFF (RAY_AUTH_MODE)'}", flush=True)
 
 
 class RoleError(RuntimeError):

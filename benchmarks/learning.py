@@ -43,7 +43,7 @@ MANIFEST = ROOT / "artifacts" / "data" / "generated" / "manifest.parquet"
 
 
 def run(command: list[str], log: Path) -> int:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("w") as out:
         return subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
 

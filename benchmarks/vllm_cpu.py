@@ -54,7 +54,7 @@ def run(backend: str, model: Path, manifest: Path, steps: int, out: Path) -> dic
             f"run.output_dir={out / backend}", f"run.name=vllm-cpu-{backend}", f"tracking.uri={uri}",
             "data.eval_limit=8", "trainer.eval_every=1000", "health.min_scored=0", f"rollout.backend={backend}",
             "rollout.vllm.kv_cache_bytes=1073741824", "rollout.vllm.max_model_len=1024", "rollout.vllm.enforce_eager=true"]
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "PYTHONUNBUFFERED": "1"}
     log = out / f"{backend}.log"
     with log.open("w") as f:
         code = subprocess.run([sys.executable, "launch/grpo.py", "--config", "configs/local.yaml", *args], cwd=ROOT,

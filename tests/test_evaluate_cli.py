@@ -94,7 +94,7 @@ def test_score_folder_interrupted_and_restarted_has_each_file_once(tiny_model, g
     output = tmp_path / "scores.csv"
     args = [sys.executable, "launch/score.py", "--model", str(tiny_model), str(folder), "--output", str(output),
             "--batch-size", "2", "--max-new-tokens", "48", "--threads", "1"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and (not output.is_file() or output.read_text().count("\n") < 20):

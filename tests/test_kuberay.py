@@ -15,7 +15,7 @@ import yaml
 from helpers import ROOT
 
 CRDS = ROOT.parent / "shared" / "kuberay"
-MANIFESTS = sorted((ROOT / "launch" / "kuberay").glob("*.yaml"))
+MANIFESTS = sorted((ROOT / "launch" / "kuberay").glob("ray*.yaml"))
 
 
 def _tighten(schema):
@@ -64,13 +64,20 @@ def test_manifest_validates_and_is_safe(validators, path):
     assert errors(validators, document) == []
     spec = document["spec"].get("rayClusterSpec", document["spec"])
     templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    assert spec["authOptions"] == {"mode": "token"}  # Ray refuses a driver or job without the cluster's token
+    if document["kind"] == "RayJob":
+        templates.append(document["spec"]["submitterPodTemplate"])
     for template in templates:
         assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert template["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert template["spec"]["automountServiceAccountToken"] is False
+        assert template["metadata"]["labels"]["app.kubernetes.io/name"] == "preresq"  # what the NetworkPolicy admits
         for container in template["spec"]["containers"]:
             assert container["securityContext"]["privileged"] is False
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
-            assert any(e["name"] == "MLFLOW_TRACKING_URI" for e in container["env"])
-            assert {"/data", "/dev/shm"} <= {m["mountPath"] for m in container["volumeMounts"]}
+            if container["name"] != "ray-job-submitter":
+                assert any(e["name"] == "MLFLOW_TRACKING_URI" for e in container["env"])
+                assert {"/data", "/dev/shm"} <= {m["mountPath"] for m in container["volumeMounts"]}
     gpus = sum(int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) * g["replicas"]
                for g in spec["workerGroupSpecs"])
     assert gpus == (16 if "2node" in path.name else 8)
@@ -99,3 +106,17 @@ def test_a_broken_manifest_is_rejected(validators, breakage):
     else:
         del cluster["headGroupSpec"]["template"]["spec"]["containers"]
     assert errors(validators, document)
+
+
+def test_the_network_policy_admits_only_preresq_pods_and_the_operator():
+    policy = yaml.safe_load((ROOT / "launch" / "kuberay" / "networkpolicy.yaml").read_text())
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "preresq"}}
+    sources = policy["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "preresq"}}} in sources
+    assert all("ipBlock" not in source for source in sources) and len(policy["spec"]["ingress"]) == 1
+
+
+def test_the_image_leaves_out_environments_runs_and_secrets():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "artifacts", "mlruns", "mlflow.db", ".env", "**/auth_token"} <= ignored

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -160,9 +161,10 @@ def test_a_final_policy_that_scores_too_few_items_exits_non_zero(tiny_model, gen
 
 @pytest.fixture
 def ray_head(tmp_path):
-    """A real Ray head started with `ray start`, and stopped afterwards."""
+    """A real Ray head started with `ray start` and token authentication, stopped afterwards."""
     ray_bin = Path(sys.executable).parent / "ray"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     subprocess.run([ray_bin, "start", "--head", "--num-cpus=3", "--dashboard-host=127.0.0.1",
                     "--dashboard-port=8299", "--port=6399"], env=env, check=True, capture_output=True, timeout=120)
     try:
@@ -175,7 +177,7 @@ def test_ray_job_submit_to_a_started_head(tiny_model, generated_data, tmp_path, 
     env, address = ray_head
     out = tmp_path / "run"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri, "RAY_AUTH_MODE": "disabled"}})
+    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri}})
     args = overrides(tiny_model, generated_data, out, **{"trainer.steps": 1})
     args = [a for a in args if not a.startswith("tracking.uri")]
     command = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address,

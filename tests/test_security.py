@@ -1,0 +1,52 @@
+"""Nobody let in: the local Ray of a run refuses a driver without the run's token; no secret reaches MLflow."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from launch.tracking import mask_credentials, public_params
+from test_faults import Run, args_for
+
+
+def test_credentials_and_secret_keys_never_become_mlflow_params():
+    params = public_params({
+        "tracking.uri": "https://alice:s3cret@mlflow.example:5000",
+        "tracking.experiment": "preresq",
+        "storage.api_key": "abc123",
+        "run.auth_token": "xyz",
+        "data.train_manifest": "s3://AKIAKEY:SECRETKEY@bucket/manifest.parquet",
+        "model.path": "/models/qwen",
+    })
+    assert params == {"tracking.uri": "https://alice:***@mlflow.example:5000", "tracking.experiment": "preresq",
+                      "data.train_manifest": "s3://AKIAKEY:***@bucket/manifest.parquet", "model.path": "/models/qwen"}
+    assert mask_credentials("http://ghp_TOKEN@host/x and http://host/y") == "http://***@host/x and http://host/y"
+
+
+@pytest.mark.slow
+def test_a_local_run_refuses_a_driver_without_its_token(tiny_model, generated_data, tmp_path):
+    run = Run(args_for(tiny_model, generated_data, tmp_path / "run", **{"trainer.steps": 400}))
+    try:
+        run.wait_for("step 1/400")
+        line = next(line for line in run.lines if line.startswith("local Ray at "))
+        assert "token authentication on" in line
+        address = line.split()[3].rstrip(",")
+        intruder = "import ray; ray.init(address=%r); print('CONNECTED')" % address
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        for extra in ({}, {"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}):
+            result = subprocess.run([sys.executable, "-c", intruder], env={**env, **extra}, capture_output=True,
+                                    text=True, timeout=120)
+            assert result.returncode != 0 and "CONNECTED" not in result.stdout, extra
+            assert "Authentication" in result.stderr or "auth" in result.stderr.lower(), result.stderr[-2000:]
+        # The run's own token is what lets a driver in (read from an actor's environment: the actors inherit it).
+        token = run.actor_process("RolloutWorker").environ()["RAY_AUTH_TOKEN"]
+        result = subprocess.run([sys.executable, "-c", intruder], capture_output=True, text=True, timeout=180,
+                                env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+        assert "CONNECTED" in result.stdout, result.stderr[-2000:]
+    finally:
+        run.process.send_signal(signal.SIGINT)
+        run.finish(timeout=120)
