@@ -49,7 +49,8 @@ def collect(inputs: list[str], lists: list[str]) -> list[str]:
     for entry in inputs:
         folder = Path(entry)
         if folder.is_dir():
-            found = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+            found = sorted(p for p in folder.rglob("*")  # a dangling symlink too: its row says so
+                           if (p.is_file() or p.is_symlink()) and not p.name.startswith("."))
             paths.extend(str(p) for p in found)
         else:
             paths.append(entry)
@@ -67,36 +68,53 @@ class ScoreFile:
             raise ValueError(f"--output {self.path}: use a .csv or .jsonl file name")
 
     def read(self) -> list[dict]:
-        """Rows already written; a torn last line (an interrupted write) is dropped from the file."""
+        """Rows already written. A torn last row (an interrupted write) is dropped from the file; a line that
+        cannot be read is moved to `<output>.corrupt` with a warning, and the rows after it are kept."""
         if not self.path.is_file():
             return []
-        text = self.path.read_text()
-        rows, good = [], 0
+        with open(self.path, newline="") as handle:  # newline="": a \r inside a quoted value stays in it
+            text = handle.read()
+        rows, bad = [], []
         if self.format == "jsonl":
-            for line in text.splitlines(keepends=True):
+            lines = text.split("\n")
+            torn = lines.pop()  # "" after a final newline, else an interrupted write
+            for line in lines:
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break
-                if not line.endswith("\n"):
-                    rows.pop()
-                    break
-                good += len(line)
-        else:  # one line per row (newlines in values are written as spaces)
-            good = text.rfind("\n") + 1
-            rows = list(csv.DictReader(io.StringIO(text[:good])))
-        if good < len(text):
+                    row = json.loads(line)
+                    if not isinstance(row, dict) or "path" not in row:
+                        raise ValueError("not a row")
+                    rows.append(row)
+                except ValueError:
+                    bad.append(line)
+        else:
+            records = list(csv.reader(io.StringIO(text, newline="")))
+            header, body = (records[0], records[1:]) if records else (COLUMNS, [])
+            torn = "" if text.endswith("\n") or not body else body.pop()
+            for record in body:
+                if header != COLUMNS or len(record) != len(COLUMNS):
+                    bad.append(",".join(record))
+                else:
+                    rows.append(dict(zip(COLUMNS, record)))
+        if bad:
+            with open(self.path.with_suffix(self.path.suffix + ".corrupt"), "a", newline="") as handle:
+                handle.write("".join(line + "\n" for line in bad))
+            print(f"warning: {len(bad)} unreadable rows of {self.path} moved to {self.path}.corrupt; their files "
+                  "are scored again", flush=True)
+        if bad or torn:
             self.rewrite(rows)
         return rows
 
     def rewrite(self, rows: list[dict]) -> None:
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text(self._encode(rows, header=self.format == "csv"))
+        with open(tmp, "w", newline="") as handle:
+            handle.write(self._encode(rows, header=self.format == "csv"))
+            handle.flush()
+            os.fsync(handle.fileno())
         tmp.replace(self.path)
 
     def append(self, rows: list[dict]) -> None:
         header = self.format == "csv" and (not self.path.is_file() or self.path.stat().st_size == 0)
-        with open(self.path, "a") as handle:
+        with open(self.path, "a", newline="") as handle:
             handle.write(self._encode(rows, header))
             handle.flush()
             os.fsync(handle.fileno())
@@ -108,7 +126,8 @@ class ScoreFile:
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
         if header:
             writer.writeheader()
-        writer.writerows({k: "" if v is None else str(v).replace("\n", " ") for k, v in row.items()} for row in rows)
+        # Values are quoted as needed; a line break inside one (a reasoning, an odd file name) stays in it.
+        writer.writerows({k: "" if v is None else str(v) for k, v in row.items()} for row in rows)
         return buffer.getvalue()
 
 
@@ -177,6 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def rejection(path: str) -> str:
+    if Path(path).is_symlink() and not Path(path).exists():
+        return f"{path}: a symlink to {os.readlink(path)}, which does not exist"
     if not Path(path).exists():
         return f"{path}: no such file"
     if not Path(path).is_file():

@@ -134,3 +134,21 @@ def test_score_file_drops_a_torn_last_line(tmp_path):
         assert [r["path"] for r in out.read()] == ["a", "b"]
         out.append([{"path": "c", "score": 2.0}])
         assert [r["path"] for r in out.read()] == ["a", "b", "c"]
+
+
+def test_score_file_keeps_odd_characters_and_survives_a_corrupt_line(tmp_path):
+    odd = {"path": "dir/a\rb\n,\"c\u2028.png", "score": 3.5, "reasoning": "one\r\ntwo\rthree, \"quoted\"\u2028"}
+    for name in ("s.jsonl", "s.csv"):
+        out = ScoreFile(tmp_path / name)
+        out.append([odd, {"path": "b", "score": 4.0}])
+        back = out.read()
+        assert [r["path"] for r in back] == [odd["path"], "b"] and back[0]["reasoning"] == odd["reasoning"]
+        # A corrupt line mid-file: the rows after it survive, the line is kept aside, named in a warning.
+        text = open(out.path, newline="").read()
+        cut = text.index("\n", text.index("b")) + 1 if name.endswith("csv") else text.index("\n") + 1
+        out.path.write_text(text[:cut] + ("garbage{\n" if name.endswith("jsonl") else "x,y\n") + text[cut:],
+                            newline="")
+        out.append([{"path": "c", "score": 2.0}])
+        assert [r["path"] for r in out.read()] == [r["path"] for r in back] + ["c"]
+        assert (tmp_path / f"{name}.corrupt").read_text().strip() in ("garbage{", "x,y")
+        assert [r["path"] for r in out.read()] == [r["path"] for r in back] + ["c"]  # the file was repaired
