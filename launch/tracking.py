@@ -21,6 +21,7 @@ from pathlib import Path
 SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_?key|credential|auth)", re.IGNORECASE)
 URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]*)(:(?P<password>[^/@\s]*))?@",
                              re.IGNORECASE)
+RETRY_S = 30.0  # between tries while the tracking server is unreachable
 # The metric logged every step, whose history says which steps a crashed run already logged.
 STEP_METRIC = "reward/total"
 
@@ -51,12 +52,17 @@ class Tracker:
         self.run_id = None
         self.pending: list = []  # metrics not yet accepted by the server
         self.failing = False
+        self.retry_at = 0.0  # during an outage, the next try (monotonic seconds): the loop is not held up
         self.logged: dict[int, float] = {}  # a resumed run's STEP_METRIC as logged before the crash
         self.logged_until = -1
         self.replay_mismatch: list[int] = []
         self.unsent_path = Path(unsent_path) if unsent_path else None
         if not enabled:
             return
+        # An unreachable server costs seconds, not MLflow's default minutes of retries, per try.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -97,7 +103,8 @@ class Tracker:
         now = int(time.time() * 1000)
         self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()
                          if v is not None and math.isfinite(v)]
-        self.flush()
+        if time.monotonic() >= self.retry_at:
+            self.flush()
 
     def flush(self) -> bool:
         """Send what is pending; False (and a warning the first time) when the server does not take it."""
@@ -109,8 +116,9 @@ class Tracker:
             if not self.failing:
                 print(f"warning: MLflow at {mask_credentials(self.uri)} did not take the metrics "
                       f"({type(error).__name__}: {mask_credentials(str(error).splitlines()[0][:200])}); "
-                      "buffering and retrying with every step", flush=True)
+                      f"buffering and retrying every {RETRY_S:.0f} s", flush=True)
             self.failing = True
+            self.retry_at = time.monotonic() + RETRY_S
             return False
         if self.failing:
             print("MLflow is reachable again: the buffered metrics were sent", flush=True)

@@ -1,0 +1,128 @@
+"""The controller's own logic, without Ray: data drawing with skips, resume config checks, MLflow outages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from launch.config import ConfigError, load_config
+from launch.grpo import Data, config_changes, result_config
+from launch.tracking import Tracker
+from qadata.manifest import items, read_manifest, write_manifest
+from qadata.sampler import BatchSampler
+
+
+def test_an_unreadable_item_never_pushes_a_readable_one_out_of_the_epoch(generated_data, tmp_path):
+    good = items(read_manifest(generated_data), "train")[:10]
+    rows = [{"path": i.path, "mos": i.mos, "dataset": "d", "split": "train", "kind": "image"} for i in good]
+    rows += [{"path": str(tmp_path / f"missing-{k}.png"), "mos": 3.0, "dataset": "d", "split": "train",
+              "kind": "image"} for k in range(4)]
+    manifest = write_manifest(pd.DataFrame(rows), tmp_path / "m.parquet")
+    cfg = load_config(None, [f"data.train_manifest={manifest}", "data.eval_split=train"])
+    data = Data(cfg)
+    sampler = BatchSampler(len(data.train), 5, seed=0)
+    seen = []
+    for _ in range(2):  # 10 readable items: two batches of 5 are exactly one epoch of them
+        requests, mos, tasks = data.batch(sampler, 5)
+        seen += [r.item_id for r in requests]
+        assert len(mos) == 5 and tasks == ["iqa"] * 5
+    assert sorted(seen) == sorted(i.item_id for i in data.train if "missing" not in i.path)
+    assert len(data.skipped) == 4
+
+
+def test_a_resume_names_each_key_that_would_change_the_result():
+    saved = result_config(load_config(None, []))
+    same = result_config(load_config(None, ["tracking.experiment=x", "rollout.generate_timeout_s=5",
+                                            "trainer.checkpoint_every=7", "run.output_dir=elsewhere"]))
+    assert config_changes(saved, same) == []
+    changed = result_config(load_config(None, ["run.seed=3", "learner.lr=1e-3"]))
+    assert config_changes(saved, changed) == ["learner.lr: 1e-06 -> 0.001", "run.seed: 0 -> 3"]
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["rollout.group_size=1"], "rollout.group_size"),
+    (["rollout.top_p=0"], "rollout.top_p"),
+    (["rollout.top_p=1.5"], "rollout.top_p"),
+    (["rollout.sync_timeout_s=0"], "rollout.sync_timeout_s"),
+    (["reward.max_restarts=-1"], "reward.max_restarts"),
+    (["algorithm.clip_low=1"], "algorithm.clip_low"),
+    (["learner.lr=0"], "learner.lr"),
+    (["learner.betas=[0.9,1.0]"], "learner.betas"),
+    (["trainer.steps=[1"], "command line"),
+])
+def test_out_of_range_values_and_bad_syntax_are_named(overrides, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(None, overrides)
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  steps: 3\n  batch_size: [4\nrollout: {}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML at line \d+"):
+        load_config(bad, [])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mlflow_server(store: Path, port: int) -> subprocess.Popen:
+    mlflow = Path(sys.executable).parent / "mlflow"
+    process = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{store}", "--host",
+                                "127.0.0.1", "--port", str(port), "--workers", "1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise AssertionError("mlflow server did not start")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """The server and its workers (it runs them as children)."""
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.wait()
+
+
+@pytest.mark.slow
+def test_a_tracking_server_outage_is_survived_and_nothing_is_lost(tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    port, store = free_port(), tmp_path / "mlflow.db"
+    server = mlflow_server(store, port)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        tracker = Tracker(True, uri, "outage", "run", {"a": 1}, unsent_path=tmp_path / "unsent.jsonl")
+        tracker.log_metrics({"reward/total": 1.0}, 1)
+        stop(server)
+        started = time.monotonic()
+        tracker.log_metrics({"reward/total": 2.0}, 2)  # the server is down: buffered, one warning
+        tracker.log_metrics({"reward/total": 3.0}, 3)  # not tried again before RETRY_S
+        assert time.monotonic() - started < 30
+        assert "did not take the metrics" in capsys.readouterr().out and len(tracker.pending) == 2
+        server = mlflow_server(store, port)
+        tracker.retry_at = 0.0
+        tracker.log_metrics({"reward/total": 4.0}, 4)
+        assert tracker.pending == [] and "reachable again" in capsys.readouterr().out
+        tracker.finish("FINISHED")
+        history = MlflowClient(uri).get_metric_history(tracker.run_id, "reward/total")
+        assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
+    finally:
+        stop(server)
