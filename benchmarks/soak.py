@@ -60,9 +60,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50, help="steps left out of the growth fit")
     parser.add_argument("--out", default=str(ROOT / "artifacts" / "soak"))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--report-only", action="store_true", help="redo the table and plot from soak.csv")
     args = parser.parse_args()
     out, results = Path(args.out), Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        import pandas as pd
+
+        return report(pd.read_csv(results / "soak.csv").to_dict("records"), args, results)
     command = [sys.executable, "launch/grpo.py", "--config", "configs/local.yaml", f"trainer.steps={args.steps}",
                f"run.output_dir={out / 'run'}", "run.name=preresq-soak", f"tracking.uri=sqlite:///{out / 'mlflow.db'}",
                "run.resume=false"]
@@ -133,13 +138,20 @@ def report(samples: list[dict], args, results: Path) -> None:
     frame.to_csv(results / "soak.csv", index=False)
     series = [c for c in frame.columns if c not in ("seconds", "step")]
     late = frame[frame["step"] >= args.warmup]
-    lines = [f"Soak: {args.steps} steps of make train's job, sampled every {args.interval:g} s "
-             f"({len(frame)} samples; growth fitted over steps >= {args.warmup}).", "",
-             "| process | RSS at warm-up end (MiB) | at the end (MiB) | growth (MiB / 100 steps) |", "|---|---|---|---|"]
+    last = int(frame["step"].max())
+    early_span = (args.warmup, args.warmup + 100)
+    early = late[late["step"] < early_span[1]]
+    final = late[late["step"] > last - 100]
+    # Medians over 100-step spans, since the learner's RSS swings by ~200 MiB within a step (allocator).
+    lines = [f"Soak: {last} steps of make train's job, sampled every {args.interval:g} s ({len(frame)} samples; "
+             f"warm-up: the first {args.warmup} steps).", "",
+             f"| process | median MiB, steps {early_span[0]}-{early_span[1]} | median MiB, steps {last - 100}-{last} "
+             "| change | fitted growth (MiB / 100 steps) |", "|---|---|---|---|---|"]
     for name in series:
         values = late[name] / 2**20
         slope = np.polyfit(late["step"], values, 1)[0] * 100 if len(late) > 2 else float("nan")
-        lines.append(f"| {name} | {values.iloc[0]:.0f} | {values.iloc[-1]:.0f} | {slope:+.2f} |")
+        first, end = early[name].median() / 2**20, final[name].median() / 2**20
+        lines.append(f"| {name} | {first:.0f} | {end:.0f} | {end - first:+.1f} | {slope:+.2f} |")
     (results / "soak.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     figure, axis = plt.subplots(figsize=(8, 4.5))

@@ -120,11 +120,11 @@ class CheckpointStore:
 
     def save(self, step: int, write_learner, state: dict) -> Path:
         """write_learner(folder): the learner group's DeepSpeed checkpoint into `folder`. Returns the new folder."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob(".tmp-*"):  # from a process killed mid-write
-            shutil.rmtree(stale, ignore_errors=True)
         tmp = self.root / f".tmp-step-{step:06d}-{uuid.uuid4().hex[:8]}"
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for stale in self.root.glob(".tmp-*"):  # from a process killed mid-write
+                shutil.rmtree(stale, ignore_errors=True)
             tmp.mkdir()
             write_learner(str(tmp / "deepspeed"))
             (tmp / STATE).write_text(json.dumps(state))
@@ -143,7 +143,7 @@ class CheckpointStore:
         except Exception as error:
             shutil.rmtree(tmp, ignore_errors=True)
             previous = self.root / "latest"
-            kept = f"{self.root / previous.read_text().strip()} is intact" if previous.is_file() else "none existed"
+            kept = f"{self.root / previous.read_text().strip()} is intact" if previous.is_file() else "there is none"
             raise CheckpointError(
                 f"could not write the {self.label} of step {step} into {self.root} ({type(error).__name__}: {error}); "
                 f"the previous one ({kept}). Free disk space or fix the folder's permissions, then rerun the same "

@@ -146,6 +146,8 @@ def test_a_killed_learner_rank_is_a_named_error_and_the_rerun_resumes(tiny_model
     assert "preresq: a learner rank died" in run.output and "resumes from the newest checkpoint" in run.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "FAILED" and "learner rank died" in summary["failure"]
+    run_id = json.loads((out / "checkpoints" / "step-000002" / "trainer_state.json").read_text())["mlflow_run_id"]
+    assert run_status(f"sqlite:///{tmp_path / 'mlflow.db'}", run_id) == "FAILED"
 
     rerun = run_cli(args_for(tiny_model, generated_data, out))
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
@@ -190,3 +192,21 @@ def test_resume_refuses_a_planted_file_and_a_pointer_outside_the_run(tiny_model,
     refused = run_cli(args_for(tiny_model, generated_data, out))
     assert refused.returncode != 0 and "'../../elsewhere'" in refused.stderr
     assert "Started a local Ray" not in refused.stdout + refused.stderr  # refused before any actor starts
+
+
+def test_a_checkpoint_that_cannot_be_written_ends_the_run_named_and_marked_failed(tiny_model, generated_data,
+                                                                                  tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoints").write_text("a file where the checkpoint folder goes")  # every write into it fails
+    result = run_cli(args_for(tiny_model, generated_data, out, **{"trainer.steps": 2, "trainer.checkpoint_every": 1}))
+    assert result.returncode != 0
+    message = next(line for line in result.stderr.splitlines() if line.startswith("preresq: "))
+    assert f"could not write the checkpoint of step 1 into {out / 'checkpoints'}" in message
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "FAILED"
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("preresq").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
