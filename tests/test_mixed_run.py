@@ -71,7 +71,8 @@ def test_mixed_image_video_run_with_broken_media(tiny_model, tmp_path):
     assert skipped == {n for n, (_, readable) in bad.items() if not readable}
     for name in skipped:
         assert "skipping unreadable media" in result.stdout and name in result.stdout
-    # 4 good + 3 readable odd items were validated: 4 images scored as IQA, 3 videos as VQA (the tiny
-    # model was warmed up on both answer formats), so 5 or more scored means videos were scored too.
-    assert summary["val_after"]["items"] == 7
+    # 4 good + 3 readable odd items were validated (and the unreadable ones counted): 4 images scored as
+    # IQA, 3 videos as VQA (the tiny model was warmed up on both answer formats), so 5 or more scored means
+    # videos were scored too.
+    assert summary["val_after"]["items"] == 7 + len(skipped) and summary["val_after"]["unreadable"] == len(skipped)
     assert summary["val_before"]["scored"] >= 5 and summary["val_after"]["scored"] >= 5, summary

@@ -88,8 +88,13 @@ def test_resumed_run_continues_at_the_next_step(tiny_model, generated_data, tmp_
     before = json.loads((out / "summary.json").read_text())
     assert (out / "checkpoints" / "latest").read_text() == "step-000002"
 
+    # More steps change the learning-rate schedule: refused unless asked for, before any actor starts.
+    refused = run_cli(["launch/grpo.py", "--config", "configs/local.yaml",
+                       *overrides(tiny_model, generated_data, out, **{"trainer.steps": 3})])
+    assert refused.returncode != 0 and "trainer.steps: 2 -> 3" in refused.stderr
     second = run_cli(["launch/grpo.py", "--config", "configs/local.yaml",
-                      *overrides(tiny_model, generated_data, out, **{"trainer.steps": 3})])
+                      *overrides(tiny_model, generated_data, out, **{"trainer.steps": 3,
+                                                                     "run.allow_config_change": True})])
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "at step 2" in second.stdout
     after = json.loads((out / "summary.json").read_text())
