@@ -313,8 +313,30 @@ class Roles:
     rollouts: RolloutGroup
     reward: object
     learners: LearnerGroup
+    sync_timeout_s: float = 600.0
     placement: dict | None = None  # the reserved bundles, for the run summary
     weight_transfer: str | None = None  # vLLM's nccl | ipc transfer, set up; None: the Ray object store
+
+    def sync_weights(self, version: int, actors: list | None = None) -> None:
+        """Learner's weights -> the rollout actors (`actors`: only these, e.g. a restarted one); returns once
+        they generate with them. Through vLLM's weight transfer when set up (nccl | ipc), else rank 0's
+        gathered weights as one Ray object. Slower than sync_timeout_s: a RoleError naming
+        rollout.sync_timeout_s."""
+        option = "rollout.sync_timeout_s"
+        if self.weight_transfer:
+            if actors is not None:
+                raise RoleError(f"a rollout actor was restarted, but it cannot rejoin vLLM's {self.weight_transfer} "
+                                "weight transfer (rollout.vllm.weight_sync); rerun the same command to resume")
+            self.learners.send_weights(self.sync_timeout_s)
+            self.rollouts.on_each("update_weight_version", str(version), timeout_s=self.sync_timeout_s, option=option)
+        else:
+            weights = self.learners.full_weights()
+            if actors is None:
+                self.rollouts.on_each("load_weights", weights, version, timeout_s=self.sync_timeout_s, option=option)
+            else:
+                bounded_get([actor.load_weights.remote(weights, version) for actor in actors], self.sync_timeout_s,
+                            "restarted rollout actor", option)
+        self.rollouts.version = version
 
 
 def start_roles(cfg) -> Roles:
@@ -328,7 +350,9 @@ def start_roles(cfg) -> Roles:
                      "learner_bundles": [s.bundle for s in layout.learners],
                      "state": ray.util.placement_group_table(group)["state"]}
     roles = Roles(start_rollouts(cfg, layout.rollouts, group), start_reward(cfg),
-                  LearnerGroup(cfg, layout.learners, group), placement)
+                  LearnerGroup(cfg, layout.learners, group), cfg.rollout.sync_timeout_s, placement)
+    # A rollout actor that Ray restarted holds the model folder's weights: it gets the learner's first.
+    roles.rollouts.resync = lambda actors: roles.sync_weights(roles.rollouts.version, actors)
     sync = cfg.rollout.vllm.weight_sync if cfg.rollout.backend == "vllm" else "object_store"
     if sync in ("nccl", "ipc"):
         workers = len(roles.rollouts) * cfg.rollout.vllm.tensor_parallel_size

@@ -43,20 +43,19 @@ class RolloutWorker:
         return weights_digest(self.backend.state_dict())
 
     # vLLM's weight-transfer control plane (weight_sync nccl | ipc): the learner's trainer engine calls
-    # these through Ray (actors/weight_transfer.py); the names and request shapes are vLLM's own.
+    # these through Ray (actors/weight_transfer.py); the backend implements rollouts.backend.WeightTransferTarget.
 
     def init_weight_transfer_engine(self, request) -> None:
-        self.backend.llm.init_weight_transfer_engine(request)
+        self.backend.init_weight_transfer_engine(request)
 
     def start_weight_update(self) -> None:
-        self.backend.wake(["weights"])
-        self.backend.llm.start_weight_update()
+        self.backend.start_weight_update()
 
     def update_weights(self, request) -> None:
-        self.backend.llm.update_weights(request)
+        self.backend.update_weights(request)
 
     def finish_weight_update(self) -> None:
-        self.backend.llm.finish_weight_update()
+        self.backend.finish_weight_update()
 
     def update_weight_version(self, version: str) -> None:
         self.backend.after_sync(int(version))

@@ -47,6 +47,8 @@ from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
 from rollouts.processor import require_model_folder  # noqa: E402
 
 
+# What the reward actor returns besides reward terms: each answer's score and whether it parsed.
+ANSWER_FIELDS = ("prediction", "parsed")
 # Per-step metrics kept in the checkpointed history, for the summary and the curves plot.
 CURVES = ("reward/total", "reward/accuracy", "reward/response", "reward/preference", "format_rate",
           "answers/parse_rate", "answers/within_group_spread", "answers/batch_srcc", "learner/kl", "learner/lr")
@@ -96,24 +98,22 @@ class Data:
             print(f"skipping unreadable media ({len(self.skipped)} so far): {error}", flush=True)
             raise
 
-    def batch(self, sampler: BatchSampler, size: int) -> tuple[list[RolloutRequest], list[float], list[str]]:
-        """`size` readable training items: requests, MOS, tasks. An unreadable item is passed over and the
-        next one taken, so a skip never pushes a readable item out of the epoch."""
-        requests, mos, tasks, drawn = [], [], [], 0
+    def batch(self, sampler: BatchSampler, size: int) -> tuple[list[RolloutRequest], list[float]]:
+        """`size` readable training items: their requests (each with its task) and MOS. An unreadable item is
+        passed over and the next one taken, so a skip never pushes a readable item out of the epoch."""
+        requests, mos, drawn = [], [], 0
         while len(requests) < size:
             if drawn >= len(self.train) + size:
                 raise RuntimeError(f"could not fill a batch of {size}: {len(self.skipped)} of {len(self.train)} "
                                    "training media files are unreadable (named above)")
             for index in sampler.take(size - len(requests)):
                 drawn += 1
-                item = self.train[index]
                 try:
-                    requests.append(self.load(item))
+                    requests.append(self.load(self.train[index]))
                 except MediaError:
                     continue
                 mos.append(float(self.labels[index]))
-                tasks.append(self.task_of(item))
-        return requests, mos, tasks
+        return requests, mos
 
 
 def check_inputs(cfg) -> None:
@@ -154,39 +154,14 @@ def learning_samples(requests, answers, advantages: np.ndarray, ranks: int) -> l
     return [samples[r::ranks] for r in range(ranks)]
 
 
-def sync_weights(roles, version: int, timeout_s: float, actors: list | None = None) -> None:
-    """Learner's weights -> the rollout actors (`actors`: only these, e.g. a restarted one); returns once
-    they generate with them. Through vLLM's weight transfer when set up (nccl | ipc), else rank 0's gathered
-    weights as one Ray object. Slower than timeout_s: a RoleError naming rollout.sync_timeout_s."""
-    rollouts = roles.rollouts
-    option = "rollout.sync_timeout_s"
-    if roles.weight_transfer:
-        if actors is not None:
-            raise RoleError(f"a rollout actor was restarted, but it cannot rejoin vLLM's {roles.weight_transfer} "
-                            "weight transfer (rollout.vllm.weight_sync); rerun the same command to resume")
-        roles.learners.send_weights(timeout_s)
-        rollouts.on_each("update_weight_version", str(version), timeout_s=timeout_s, option=option)
-    else:
-        weights = roles.learners.full_weights()
-        if actors is None:
-            rollouts.on_each("load_weights", weights, version, timeout_s=timeout_s, option=option)
-        else:
-            bounded_get([actor.load_weights.remote(weights, version) for actor in actors], timeout_s,
-                        "restarted rollout actor", option)
-    rollouts.version = version
-
-
 def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.ndarray,
                  learner_stats: list[dict]) -> dict:
     predictions = rewards["prediction"]
     texts = [c.text for row in answers for c in row]
     equal_groups = np.ptp(rewards["total"], axis=1) == 0
-    metrics = {
-        "reward/total": rewards["total"].mean(),
-        "reward/accuracy": rewards["accuracy"].mean(),
-        "reward/format": rewards["format"].mean(),
-        "reward/response": rewards["response"].mean(),
-        "reward/preference": rewards["preference"].mean(),
+    # Every term the reward actor returns is logged; "prediction" and "parsed" are answers, not rewards.
+    metrics = {f"reward/{term}": value.mean() for term, value in rewards.items() if term not in ANSWER_FIELDS}
+    metrics.update({
         "format_rate": rewards["format"].mean(),
         "advantage/mean": advantages.mean(),
         "advantage/std": advantages.std(),
@@ -199,14 +174,11 @@ def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.
         "answers/distinct_scores": float(len(np.unique(predictions.round(2)))),
         "answers/prediction_mean": predictions.mean(),
         "response_length": float(np.mean([len(c.token_ids) for row in answers for c in row])),
-    }
+    })
     item_means = predictions.mean(axis=1)
     batch_srcc = quality_metrics(item_means, np.asarray(mos))["srcc"]
     if batch_srcc is not None:
         metrics["answers/batch_srcc"] = batch_srcc
-    for term in ("std_penalty", "triplet_balance", "rank_to_mos", "pairwise", "triplet_ranking"):
-        if term in rewards:
-            metrics[f"reward/{term}"] = rewards[term].mean()
     for key in ("loss", "policy_loss", "kl", "clip_fraction", "entropy", "logprob_gap", "is_weight", "is_capped"):
         values = [s[key] for s in learner_stats if key in s]
         if values:  # a rank whose every micro-batch was rejected has none
@@ -279,7 +251,7 @@ def roll_back(breach: Breach, roles, cfg, snapshots: CheckpointStore, guard: Hea
     history["eval"] = {k: v for k, v in history["eval"].items() if int(k) <= target}
     guard.forget_after(target)
     snapshots.drop_after(target)
-    sync_weights(roles, target, cfg.rollout.sync_timeout_s)
+    roles.sync_weights(target)
     scale = cfg.health.lr_factor ** (len(events) + 1)
     events.append({"step": breach.step, "signal": breach.signal, "value": breach.value, "message": breach.message,
                    "to_step": target, "lr_scale": scale})
@@ -333,9 +305,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     init_ray(cfg)
     roles = start_roles(cfg)
-    # A rollout actor that Ray restarted holds the model folder's weights: give it the learner's first.
-    roles.rollouts.resync = lambda actors: sync_weights(roles, roles.rollouts.version, cfg.rollout.sync_timeout_s,
-                                                        actors)
     if roles.placement:
         print(f"placement group ({roles.placement['mode']}, {roles.placement['strategy']}): bundles "
               f"{roles.placement['bundles']}, rollouts in {roles.placement['rollout_bundles']}, learner ranks in "
@@ -355,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
         history, start_step = {"rollbacks": [], **state["history"]}, state["step"]
         data.skipped.update(state.get("skipped_media", {}))
-        sync_weights(roles, start_step, cfg.rollout.sync_timeout_s)
+        roles.sync_weights(start_step)
         print(f"resumed from {resume_from} at step {start_step}"
               + (f"; steps {start_step + 1}-{tracker.logged_until} were logged before the crash and are replayed "
                  "without logging them again" if tracker.logged_until > start_step else ""), flush=True)
@@ -400,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
             step += 1
             timer = Timer()
             with timer.phase("batch"):
-                requests, mos, tasks = data.batch(sampler, cfg.trainer.batch_size)
+                requests, mos = data.batch(sampler, cfg.trainer.batch_size)
             with timer.phase("generate"):
                 seed = sampling_seed(cfg.run.seed, step, len(history["rollbacks"]))
                 answers = roles.rollouts.generate(requests, replace(sampling, seed=seed))
@@ -410,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
                                    "raise rollout.vllm.max_model_len or lower model.max_pixels")
             kept_answers, kept_mos = [answers[i] for i in kept], [mos[i] for i in kept]
             with timer.phase("reward"):
-                rewards = score(cfg, roles.reward, kept_answers, kept_mos, [tasks[i] for i in kept])
+                rewards = score(cfg, roles.reward, kept_answers, kept_mos, [requests[i].task for i in kept])
             with timer.phase("advantage"):
                 advantages = np.zeros((len(requests), cfg.rollout.group_size))
                 advantages[kept] = group_advantages(
@@ -422,7 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
                 learner_stats = roles.learners.train_step(shards, lr)
             with timer.phase("sync"):
                 if any(s["applied"] for s in learner_stats):  # nothing applied: the rollouts hold these weights
-                    sync_weights(roles, step, cfg.rollout.sync_timeout_s)
+                    roles.sync_weights(step)
 
             metrics = step_metrics(rewards, kept_answers, kept_mos, advantages[kept], learner_stats)
             metrics.update(timer.seconds)

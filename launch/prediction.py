@@ -72,7 +72,7 @@ def start_scorers(model: str | Path, count: int, device: str, dtype: str, thread
 def media_request(item_id: str, path: str, kind: str, task: str, video=None) -> RolloutRequest:
     """The rollout request for one media file (MediaError if it cannot be read); video: VideoSettings."""
     pictures = load_pictures(path, kind, video)
-    return RolloutRequest(item_id, pictures, chat_messages(task, len(pictures)))
+    return RolloutRequest(item_id, pictures, chat_messages(task, len(pictures)), task)
 
 
 def read_item(item_id: str, texts: list[str], task: str) -> ItemPrediction:

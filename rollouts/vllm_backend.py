@@ -222,6 +222,21 @@ class VLLMRolloutBackend:
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_path": folder})
         self.after_sync()
 
+    # vLLM's weight-transfer control plane (rollouts.backend.WeightTransferTarget); names and request
+    # shapes are vLLM's own.
+    def init_weight_transfer_engine(self, request) -> None:
+        self.llm.init_weight_transfer_engine(request)
+
+    def start_weight_update(self) -> None:
+        self.wake(["weights"])
+        self.llm.start_weight_update()
+
+    def update_weights(self, request) -> None:
+        self.llm.update_weights(request)
+
+    def finish_weight_update(self) -> None:
+        self.llm.finish_weight_update()
+
     def after_sync(self, version: int | None = None) -> None:
         """Cached prefixes and cached picture embeddings were computed with the old weights (the vision
         tower is trained too); then the KV cache comes back."""

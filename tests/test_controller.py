@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -31,9 +32,9 @@ def test_an_unreadable_item_never_pushes_a_readable_one_out_of_the_epoch(generat
     sampler = BatchSampler(len(data.train), 5, seed=0)
     seen = []
     for _ in range(2):  # 10 readable items: two batches of 5 are exactly one epoch of them
-        requests, mos, tasks = data.batch(sampler, 5)
+        requests, mos = data.batch(sampler, 5)
         seen += [r.item_id for r in requests]
-        assert len(mos) == 5 and tasks == ["iqa"] * 5
+        assert len(mos) == 5 and [r.task for r in requests] == ["iqa"] * 5
     assert sorted(seen) == sorted(i.item_id for i in data.train if "missing" not in i.path)
     assert len(data.skipped) == 4
 
@@ -126,3 +127,23 @@ def test_a_tracking_server_outage_is_survived_and_nothing_is_lost(tmp_path, caps
         assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
     finally:
         stop(server)
+
+
+def test_step_metrics_log_every_reward_term_that_comes_back():
+    from launch.grpo import learning_samples, step_metrics
+    from rollouts.backend import Completion, RolloutRequest
+
+    rewards = {"total": np.array([[1.0, 2.0]]), "accuracy": np.array([[0.5, 1.0]]), "format": np.array([[1.0, 1.0]]),
+               "novel_term": np.array([[0.25, 0.75]]), "prediction": np.array([[3.0, 4.0]]),
+               "parsed": np.array([[1.0, 0.0]])}
+    answers = [[Completion([1, 2], "a"), Completion([3], "b")]]
+    stats = [{"loss": 0.1, "kl": 0.01, "nonfinite": 0.0, "grad_norm": 0.5, "tokens": 3}]
+    metrics = step_metrics(rewards, answers, [3.0], np.array([[-1.0, 1.0]]), stats)
+    assert metrics["reward/novel_term"] == 0.5 and metrics["reward/total"] == 1.5
+    assert "reward/prediction" not in metrics and "reward/parsed" not in metrics
+    assert metrics["answers/parse_rate"] == 0.5 and metrics["answers/distinct_share"] == 1.0
+    assert metrics["answers/within_group_spread"] == 0.5 and metrics["learner/tokens"] == 3
+    # Answers are dealt to learner ranks round-robin, each with its own advantage.
+    requests = [RolloutRequest("x", [], [])]
+    shards = learning_samples(requests, answers, np.array([[-1.0, 1.0]]), 2)
+    assert [[s.advantage for s in shard] for shard in shards] == [[-1.0], [1.0]]
