@@ -3,7 +3,7 @@
 Each adapter reads the set's own label file(s) under its root folder and returns one row per item:
 the media path relative to the root, the raw score, a split and any useful extra columns.
 `build_frame` then normalises MOS per dataset to [1, 5] by min-max over the set (DMOS flipped first,
-so higher is always better), keeping the raw score in `mos_raw` (../shared/reference/prpo.md).
+so higher is always better), keeping the raw score in `mos_raw` (ALGORITHM.md, "Answers").
 
 Where a detail of a published format is not known to us, the adapter says so in `caveat`; it then
 accepts the layout described there, and fails with the file and column named otherwise.

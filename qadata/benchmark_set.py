@@ -6,8 +6,8 @@ Images get KADID-style distortions at 5 levels; videos get x264 compression, dow
 stutter, flicker and noise. Labels:
 
   true quality = anchor(type, level) + content term,
-  anchor      = KADID-10K's human mean for the matching type and level (../shared/reference/benchmarks.md;
-                our own anchors where KADID has no monotone match, marked below),
+  anchor      = KADID-10K's human mean for the matching type and level (Lin, Hosu and Saupe, KADID-10k,
+                QoMEX 2019; our own anchors where KADID has no monotone match, marked below),
   content term = SSIM to the reference - the mean SSIM of that type and level, capped at +-0.3
                 and at half the gap to the type's nearest other level anchor: the same distortion
                 hurts some contents more than others, but not so much that levels swap (a weight
@@ -30,7 +30,7 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
-from qadata.generated import reference_crops, photo_pixels, distort
+from qadata.generated import DISTORTIONS, TEST_PHOTOS, TRAIN_PHOTOS, distort, photo_pixels, reference_crops
 from qadata.manifest import write_manifest
 from qadata.video_files import write_video
 
@@ -42,10 +42,11 @@ IMAGE_TYPES = {
     "impulse_noise": ([0.01, 0.03, 0.06, 0.10, 0.15], [3.58, 2.93, 2.61, 2.31, 2.13], "Impulse"),
     "jpeg": ([70, 40, 20, 8, 3], [4.34, 4.25, 3.87, 1.95, 1.35], "JPEG"),
     "jpeg2000": ([20, 50, 100, 200, 400], [4.55, 4.20, 3.87, 2.44, 1.39], "JP2K"),
-    "brighten": ([0.15, 0.3, 0.45, 0.6, 0.75], [4.51, 4.29, 3.63, 2.70, 1.81], "Brighten"),
-    "darken": ([0.2, 0.35, 0.5, 0.65, 0.8], [4.60, 4.53, 4.23, 3.53, 2.22], "Darken"),
-    "contrast": ([0.8, 0.6, 0.45, 0.3, 0.15], [4.30, 3.70, 3.00, 2.30, 1.60], "ours (KADID's is not monotone)"),
-    "desaturate": ([0.2, 0.4, 0.6, 0.8, 1.0], [4.58, 3.33, 2.65, 1.82, 1.52], "Sat_Lab"),
+    # the four global types of the embedded default set (qadata/generated.py), with the same anchors
+    "brighten": (*DISTORTIONS["brighten"], "Brighten"),
+    "darken": (*DISTORTIONS["darken"], "Darken"),
+    "contrast": (*DISTORTIONS["contrast"], "ours (KADID's is not monotone)"),
+    "desaturate": (*DISTORTIONS["desaturate"], "Sat_Lab"),
     "quantization": ([48, 24, 12, 6, 3], [4.17, 3.93, 3.69, 3.37, 2.80], "Quantization"),
     "pixelate": ([2, 3, 4, 6, 10], [3.89, 3.10, 2.90, 2.79, 1.50], "Pixelate"),
 }
@@ -58,9 +59,6 @@ VIDEO_TYPES = {
     "flicker": ([0.05, 0.10, 0.18, 0.27, 0.38], [4.40, 3.70, 3.00, 2.30, 1.70], "ours"),
 }
 HELD_OUT = {"image": "pixelate", "video": "flicker"}
-TRAIN_PHOTOS = ("chelsea", "colorwheel", "hubble_deep_field", "immunohistochemistry", "motorcycle_left",
-                "motorcycle_right", "logo")
-TEST_PHOTOS = ("coffee", "rocket", "retina", "astronaut")
 CONTENT_WEIGHT, CONTENT_CAP = 1.0, 0.3
 # KADID's pixelate means for levels 2-4 are 0.1-0.2 apart, its JPEG levels 1-2 0.09.
 CONTENT_GAP_SHARE = 0.5

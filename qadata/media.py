@@ -8,17 +8,17 @@ aspect ratio the Qwen2-VL image processor refuses (over 200 : 1).
 from __future__ import annotations
 
 from pathlib import Path
-
 from struct import error as struct_error
 
 from PIL import Image, ImageOps
 
+from qadata.errors import MediaError
+from qadata.video import VideoSettings, video_pictures
+
+__all__ = ["MediaError", "check_picture", "load_image", "load_pictures"]
+
 
 MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize raises above this
-
-
-class MediaError(ValueError):
-    """An item whose media cannot be read; carries the path."""
 
 
 def check_picture(path: str | Path, image: Image.Image) -> None:
@@ -69,8 +69,6 @@ def load_pictures(path: str | Path, kind: str, video=None) -> list[Image.Image]:
     if kind == "image":
         return [load_image(path)]
     if kind == "video":
-        from qadata.video import VideoSettings, video_pictures
-
         try:
             pictures = video_pictures(path, video or VideoSettings())
         except (MediaError, MemoryError):

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from qadata.media import MediaError
+from qadata.errors import MediaError
 
 # starts [F] seconds (NaN where unknown), end of the last frame (s) -> indices into starts of the wanted frames
 Pick = Callable[[np.ndarray, float], np.ndarray]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from qadata.media import MediaError
+from qadata.errors import MediaError
 
 
 @dataclass(frozen=True)

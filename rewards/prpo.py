@@ -3,7 +3,7 @@
 Every function is a pure, vectorised function of numpy arrays. Shapes:
 B items (images or videos), K answers per item (the GRPO group), D numbers per answer
 (5 for IQA, 2 for VQA). Scores and MOS are on the [1, 5] scale.
-The formulas follow ../shared/reference/prpo.md term by term, with its stated edge fixes.
+The formulas follow ALGORITHM.md term by term, with the edge rules stated there.
 """
 
 from __future__ import annotations

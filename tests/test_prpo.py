@@ -1,4 +1,4 @@
-"""The PRPO reward against hand-computed cases (../shared/reference/prpo.md) and a literal
+"""The PRPO reward against hand-computed cases (ALGORITHM.md) and a literal
 transcription of the formulas for larger random batches."""
 
 import math
