@@ -24,7 +24,7 @@ from actors.grpo import grpo_loss  # noqa: E402
 from qadata.media import load_image  # noqa: E402
 from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
 from rollouts.hf_backend import HFRolloutBackend  # noqa: E402
-from rollouts.prompts import chat_messages  # noqa: E402
+from rewards.answer_format import chat_messages  # noqa: E402
 from rollouts.sequences import completion_logprobs  # noqa: E402
 
 

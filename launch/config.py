@@ -15,7 +15,7 @@ import yaml
 from omegaconf.errors import OmegaConfBaseException
 
 from actors.lr_schedule import LR_SCHEDULES
-from actors.reward import ACCURACY_REWARDS
+from rewards.prpo import ACCURACY_REWARDS
 
 BASE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "base.yaml"
 MISSING = "???"

@@ -36,7 +36,8 @@ from launch.config import ConfigError, flatten, load_config  # noqa: E402
 from launch.health import Breach, HealthError, HealthGuard  # noqa: E402
 from launch.plots import training_curves  # noqa: E402
 from launch.tracking import Tracker  # noqa: E402
-from launch.prediction import TASK_OF_KIND, media_request  # noqa: E402
+from launch.prediction import media_request  # noqa: E402
+from rewards.answer_format import TASK_OF_KIND  # noqa: E402
 from launch.quality_metrics import quality_metrics  # noqa: E402
 from launch.validation import evaluate  # noqa: E402
 from qadata.manifest import items, read_manifest  # noqa: E402

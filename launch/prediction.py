@@ -1,14 +1,13 @@
 """Scoring items through the rollout actors: one code path for validation, `evaluate.py` and `score.py`.
 
 Items are loaded lazily, a chunk at a time, so a 10k-image set never sits in memory; answers are
-parsed strictly (`rewards.prpo.read_scores`): an unparseable answer is a counted failure, never a
+parsed strictly (`rewards.answer_format.read_scores`): an unparseable answer is a counted failure, never a
 substitute score.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,13 +19,10 @@ from tqdm import tqdm
 from actors.groups import RolloutGroup, connect_ray, rollout_actors
 from launch.config import load_config
 from qadata.media import MediaError, load_pictures
-from rewards.prpo import read_scores
 from rollouts.backend import RolloutRequest, SamplingSettings
-from rollouts.prompts import chat_messages
+from rewards.answer_format import chat_messages, read_scores, reasoning
 
 T = TypeVar("T")
-TASK_OF_KIND = {"image": "iqa", "video": "vqa"}
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
 @dataclass
@@ -85,8 +81,7 @@ def read_item(item_id: str, texts: list[str], task: str) -> ItemPrediction:
         scores = stacked.mean(axis=1)
         out.score, out.score_std = float(scores.mean()), float(scores.std())
         out.aspects = [round(float(a), 4) for a in stacked.mean(axis=0)]
-        think = _THINK.search(good[0][0])
-        out.reasoning = think.group(1).strip() if think else None
+        out.reasoning = reasoning(good[0][0])
     return out
 
 

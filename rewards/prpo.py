@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
-ANSWER_DIMS = {"iqa": 5, "vqa": 2}
+from rewards.absolute_error import absolute_error_reward
+from rewards.answer_format import answer_dims, parse_answers, read_scores, well_formed
+
 # Dimensions that the triplet-balance term looks at (IQA ignores "background").
 BALANCE_DIMS = {"iqa": 4, "vqa": 2}
-
-NUMBER_BOUND = 100.0  # far off the [1, 5] scale, and small enough that no reward term overflows
-_NUMBER = re.compile(r"[-+]?\d*\.\d+|\d+")
-_FORMAT_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
 
 
 @dataclass(frozen=True)
@@ -40,76 +37,9 @@ class PRPOWeights:
     iqa_divisor: float = 3.0
 
 
-def answer_dims(task: str) -> int:
-    try:
-        return ANSWER_DIMS[task]
-    except KeyError:
-        raise ValueError(f"unknown task {task!r}: expected one of {sorted(ANSWER_DIMS)}") from None
-
-
-# ----------------------------------------------------------------------------- parsing and format
-
-
-def parse_answer(text: str, task: str) -> np.ndarray:
-    """Completion text -> answer vector [D] by the reference rule.
-
-    The last D numbers in the text, each clipped to +-NUMBER_BOUND; fewer than D are padded with the
-    first number found; none gives 3.0 everywhere.
-    """
-    dims = answer_dims(task)
-    # Bounded: a long run of digits would otherwise become 1e159 or inf, and the reward NaN.
-    numbers = [min(max(float(x), -NUMBER_BOUND), NUMBER_BOUND) for x in _NUMBER.findall(text)]
-    if not numbers:
-        return np.full(dims, 3.0)
-    vector = numbers[-dims:]
-    vector += [numbers[0]] * (dims - len(vector))
-    return np.asarray(vector, dtype=np.float64)
-
-
-def parse_answers(texts: list[list[str]], task: str) -> np.ndarray:
-    """Nested completions [B][K] -> answer vectors [B, K, D]."""
-    return np.stack([np.stack([parse_answer(t, task) for t in row]) for row in texts])
-
-
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-
-
-def read_scores(text: str, task: str) -> np.ndarray | None:
-    """The strict parse used for evaluation: the D numbers of the last `<answer>` block, or None.
-
-    None (a parse failure) when there is no closed answer block, it holds other than D numbers, or
-    a number is off the [1, 5] scale. Unlike `parse_answer`, nothing is guessed or padded.
-    """
-    blocks = _ANSWER_BLOCK.findall(text)
-    if not blocks:
-        return None
-    numbers = re.findall(_FORMAT_NUMBER, blocks[-1])
-    if len(numbers) != answer_dims(task):
-        return None
-    vector = np.asarray([float(x) for x in numbers])
-    return vector if np.all((vector >= 1.0) & (vector <= 5.0)) else None
-
-
-def _format_pattern(task: str) -> re.Pattern:
-    dims = answer_dims(task)
-    numbers = rf"{_FORMAT_NUMBER}(?:[ \t]*\n\s*{_FORMAT_NUMBER}){{{dims - 1}}}"
-    return re.compile(rf"\s*<think>.*?</think>\s*<answer>\s*{numbers}\s*</answer>\s*", re.DOTALL)
-
-
-_FORMAT_PATTERNS = {task: _format_pattern(task) for task in ANSWER_DIMS}
-
-
 def format_reward(texts: list[str], task: str) -> np.ndarray:
-    """1.0 where the whole completion is `<think>…</think><answer>` D lines of numbers `</answer>`."""
-    answer_dims(task)
-    pattern = _FORMAT_PATTERNS[task]
-    return np.asarray([1.0 if pattern.fullmatch(t) else 0.0 for t in texts], dtype=np.float64)
-
-
-def format_answer(think: str, scores) -> str:
-    """The canonical completion for a reasoning text and D scores (two decimals)."""
-    lines = "\n".join(f"{float(s):.2f}" for s in scores)
-    return f"<think>{think}</think><answer>\n{lines}\n</answer>"
+    """1.0 where the completion is well formed (rewards.answer_format.well_formed), else 0.0."""
+    return np.asarray([1.0 if well_formed(t, task) else 0.0 for t in texts], dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- response branch
@@ -278,3 +208,38 @@ def accuracy_reward(
 ) -> np.ndarray:
     """Parsed answer vectors [B, K, D] and MOS [B] -> accuracy reward [B, K]."""
     return reward_components(scores, mos, task, weights, preference_group)["accuracy"]
+
+
+# The accuracy rewards a run may use: prpo (the two branches above) | absolute_error (the plain score
+# reward, for the ablation).
+ACCURACY_REWARDS = ("prpo", "absolute_error")
+
+
+def batch_rewards(texts: list[list[str]], mos, tasks: list[str], weights: PRPOWeights = PRPOWeights(),
+                  format_weight: float = 1.0, accuracy_weight: float = 1.0, preference_group: int | None = None,
+                  accuracy: str = "prpo") -> dict[str, np.ndarray]:
+    """One step's answers texts [B][K], MOS [B] and each item's task [B] -> every term and the total.
+
+    Returns {"total", "accuracy", "format", every PRPO term, "prediction" (mean of the parsed numbers),
+    "parsed" (1 where evaluation's strict reader gets the scores)}, each [B, K]. A batch that mixes tasks is
+    scored per task, so the preference branch compares images with images and videos with videos; a term
+    one task does not have (rank_to_mos for VQA) is 0 on its rows.
+    """
+    if accuracy not in ACCURACY_REWARDS:
+        raise ValueError(f"reward.accuracy {accuracy!r} is not one of {ACCURACY_REWARDS}")
+    mos = np.asarray(mos, dtype=np.float64)
+    out: dict[str, np.ndarray] = {}
+    for task in sorted(set(tasks)):
+        rows = np.flatnonzero(np.asarray(tasks) == task)
+        group = [texts[i] for i in rows]
+        vectors = parse_answers(group, task)
+        parts = reward_components(vectors, mos[rows], task, weights, preference_group)
+        parts["format"] = format_reward([t for row in group for t in row], task).reshape(vectors.shape[:2])
+        parts["parsed"] = np.asarray([[read_scores(t, task) is not None for t in row] for row in group], float)
+        parts["prediction"] = vectors.mean(axis=-1)
+        if accuracy == "absolute_error":
+            parts["accuracy"] = absolute_error_reward(parts["prediction"], mos[rows])
+        for key, value in parts.items():
+            out.setdefault(key, np.zeros((len(texts), vectors.shape[1])))[rows] = value
+    out["total"] = accuracy_weight * out["accuracy"] + format_weight * out["format"]
+    return out

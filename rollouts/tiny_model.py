@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rewards.prpo import answer_dims, format_answer
+from rewards.answer_format import IQA_ASPECTS, IQA_QUESTION, VQA_QUESTION, answer_dims, format_answer
 from rollouts.processor import QualityProcessor
-from rollouts.prompts import IQA_ASPECTS, IQA_QUESTION, VQA_QUESTION
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -241,7 +240,7 @@ def warm_up(
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from rollouts.prompts import chat_messages
+    from rewards.answer_format import chat_messages
     from rollouts.sequences import join_prompt_and_completions
 
     folder = Path(folder)

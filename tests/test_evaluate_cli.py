@@ -19,7 +19,7 @@ from helpers import ROOT, run_cli
 from launch.score import ScoreFile
 from qadata.manifest import read_manifest, write_manifest
 from qadata.video_files import write_video
-from rollouts.prompts import IQA_ASPECTS, VQA_SCORES
+from rewards.answer_format import IQA_ASPECTS, VQA_SCORES
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,8 @@ from launch.config import load_config
 from launch.checkpoint import CheckpointStore
 from launch.health import HealthGuard
 from rewards.absolute_error import absolute_error_reward
-from rewards.prpo import PRPOWeights, format_answer, parse_answer, read_scores
+from rewards.answer_format import format_answer, parse_answer, read_scores
+from rewards.prpo import PRPOWeights
 
 
 def healthy(**changes) -> dict:

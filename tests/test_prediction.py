@@ -5,7 +5,7 @@ import pytest
 
 from launch.prediction import ItemPrediction, read_item
 from launch.validation import set_metrics
-from rewards.prpo import format_answer, read_scores
+from rewards.answer_format import format_answer, read_scores
 
 GOOD = format_answer("bright and sharp", [4.0, 3.5, 4.5, 4.0, 3.0])
 

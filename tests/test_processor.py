@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from rollouts.processor import QualityProcessor, require_model_folder
-from rollouts.prompts import chat_messages
+from rewards.answer_format import chat_messages
 
 
 def test_repeated_pictures_are_processed_once_with_identical_inputs(tiny_model):

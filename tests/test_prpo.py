@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from rewards import prpo
+from rewards import answer_format, prpo
 from rewards.prpo_literal import literal_pairwise, literal_triplet_ranking
 
 
@@ -20,26 +20,26 @@ def iqa(*answers):
 
 def test_parse_takes_last_d_numbers():
     text = "<think>score 7 of 10</think><answer>\n1.5\n2.5\n3.5\n4.5\n5.0\n</answer>"
-    assert prpo.parse_answer(text, "iqa").tolist() == [1.5, 2.5, 3.5, 4.5, 5.0]
+    assert answer_format.parse_answer(text, "iqa").tolist() == [1.5, 2.5, 3.5, 4.5, 5.0]
 
 
 def test_parse_pads_with_first_number_and_defaults_to_three():
-    assert prpo.parse_answer("<answer>4.5 3</answer>", "iqa").tolist() == [4.5, 3, 4.5, 4.5, 4.5]
-    assert prpo.parse_answer("no numbers here", "iqa").tolist() == [3.0] * 5
-    assert prpo.parse_answer("2.25 and .5", "vqa").tolist() == [2.25, 0.5]
+    assert answer_format.parse_answer("<answer>4.5 3</answer>", "iqa").tolist() == [4.5, 3, 4.5, 4.5, 4.5]
+    assert answer_format.parse_answer("no numbers here", "iqa").tolist() == [3.0] * 5
+    assert answer_format.parse_answer("2.25 and .5", "vqa").tolist() == [2.25, 0.5]
 
 
 def test_format_reward_requires_the_whole_completion():
-    good = prpo.format_answer("The sharpness is soft.", [3.1, 2.2, 4.0, 1.5, 5.0])
+    good = answer_format.format_answer("The sharpness is soft.", [3.1, 2.2, 4.0, 1.5, 5.0])
     cases = [
         good,
         good + " trailing words",
         good.replace("<think>", ""),
-        prpo.format_answer("x", [3.1, 2.2, 4.0, 1.5]),
+        answer_format.format_answer("x", [3.1, 2.2, 4.0, 1.5]),
         "<think>a</think>\n<answer>\n3\n4\n5\n1\n2\n</answer>\n",
     ]
     assert prpo.format_reward(cases, "iqa").tolist() == [1, 0, 0, 0, 1]
-    assert prpo.format_reward([prpo.format_answer("v", [3.0, 4.0]), good], "vqa").tolist() == [1, 0]
+    assert prpo.format_reward([answer_format.format_answer("v", [3.0, 4.0]), good], "vqa").tolist() == [1, 0]
 
 
 def test_unknown_task_is_named():

@@ -14,7 +14,7 @@ from qadata.manifest import items, read_manifest
 from qadata.media import load_image
 from rewards.prpo import PRPOWeights
 from rollouts.backend import RolloutRequest, SamplingSettings
-from rollouts.prompts import chat_messages
+from rewards.answer_format import chat_messages
 from rollouts.sequences import completion_logprobs
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 
 from actors.grpo import grpo_loss  # noqa: E402
 from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
-from rollouts.prompts import chat_messages  # noqa: E402
+from rewards.answer_format import chat_messages  # noqa: E402
 from rollouts.tiny_model import build_text  # noqa: E402
 from rollouts.vllm_backend import VLLMRolloutBackend, VLLMSettings, call_with_timeout  # noqa: E402
 

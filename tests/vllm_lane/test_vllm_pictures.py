@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from qadata.manifest import items, read_manifest  # noqa: E402
 from qadata.media import load_image  # noqa: E402
 from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
-from rollouts.prompts import chat_messages  # noqa: E402
+from rewards.answer_format import chat_messages  # noqa: E402
 from rollouts.sequences import completion_logprobs  # noqa: E402
 
 TEMPERATURE = 0.6
