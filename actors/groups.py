@@ -284,7 +284,8 @@ def role_plan(cfg) -> Plan:
 
 def start_rollouts(cfg, slots: list[Slot] | None = None, group=None) -> RolloutGroup:
     r, m = cfg.rollout, cfg.model
-    vllm = {**OmegaConf.to_container(r.vllm), "sync_timeout_s": r.sync_timeout_s} if r.backend == "vllm" else None
+    vllm = ({**OmegaConf.to_container(r.vllm), "sync_timeout_s": r.sync_timeout_s, "seed": cfg.run.seed}
+            if r.backend == "vllm" else None)
     # nccl/ipc weight transfer joins each engine to a process group at start: a restarted one is not in it
     restarts = 0 if r.backend == "vllm" and r.vllm.weight_sync != "object_store" else r.max_restarts
     actors = rollout_actors(r.num_actors, r.backend, m.path, m.dtype, r.device, r.prompt_chunk, m.min_pixels,

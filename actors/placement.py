@@ -65,7 +65,7 @@ def _bundle(cpus: float, gpus: float) -> dict[str, float]:
     return {"CPU": float(cpus), **({"GPU": float(gpus)} if gpus else {})}
 
 
-def reserve(p: Plan, strategy: str, timeout_s: float = 120.0):
+def reserve(p: Plan, strategy: str, timeout_s: float):
     """Create the placement group and wait for it; None when the plan has no bundles."""
     if not p.bundles:
         return None

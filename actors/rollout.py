@@ -24,8 +24,10 @@ class RolloutWorker:
         elif backend == "vllm":
             from rollouts.vllm_backend import VLLMRolloutBackend, VLLMSettings
 
+            fields = dict(vllm or {})
+            seed = fields.pop("seed", 0)  # the engine's own seed: run.seed (each request is seeded too)
             self.backend = VLLMRolloutBackend(model_path, dtype, device, min_pixels, max_pixels,
-                                              VLLMSettings(**(vllm or {})))
+                                              VLLMSettings(**fields), seed=seed)
         else:
             raise ValueError(f"rollout backend {backend!r} is not one of hf, vllm")
 

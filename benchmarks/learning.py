@@ -168,7 +168,7 @@ def main() -> None:
     out = (ROOT / args.out) if not Path(args.out).is_absolute() else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "launch/prepare.py"], cwd=ROOT, check=True)
-    from launch.config import load_config
+    from launch.trainer.config import load_config
 
     base_lr = load_config(ROOT / "configs" / "local.yaml", args.set).learner.lr
     arms: dict[str, list[dict]] = {}

@@ -25,17 +25,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import ray  # noqa: E402
 
-from launch.brisque_baseline import brisque_score, brisque_to_mos_scale  # noqa: E402
-from launch.eval_report import (  # noqa: E402
+from evaluation.brisque_baseline import brisque_score, brisque_to_mos_scale  # noqa: E402
+from evaluation.eval_report import (  # noqa: E402
     METRICS, error_plot, markdown_table, published_comparison, results_frame, scatter_plot,
 )
-from launch.prediction import ItemPrediction, media_request, predict, start_scorers  # noqa: E402
-from launch.quality_metrics import quality_metrics  # noqa: E402
-from launch.scoring_args import add_scoring_args, check_scoring_args, vllm_settings  # noqa: E402
-from launch.tracking import Tracker  # noqa: E402
-from launch.validation import eval_sampling, set_metrics  # noqa: E402
+from evaluation.prediction import ItemPrediction, predict, start_scorers  # noqa: E402
+from evaluation.quality_metrics import quality_metrics  # noqa: E402
+from evaluation.scoring_args import add_scoring_args, check_scoring_args, vllm_settings  # noqa: E402
+from evaluation.validation import eval_sampling, set_metrics  # noqa: E402
+from launch.trainer.tracking import Tracker  # noqa: E402
 from qadata.manifest import Item, ManifestError, items, read_manifest  # noqa: E402
 from qadata.media import MediaError, load_image  # noqa: E402
+from qadata.requests import media_request  # noqa: E402
 from rewards.answer_format import TASK_OF_KIND  # noqa: E402
 from rollouts.processor import resolve_model  # noqa: E402
 

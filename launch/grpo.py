@@ -26,25 +26,22 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-from actors.grpo import group_advantages  # noqa: E402
 from actors.groups import RoleError, bounded_get, connect_ray, retrying, start_roles, wait_alive  # noqa: E402
+from actors.grpo import group_advantages  # noqa: E402
 from actors.learner import TrainSample  # noqa: E402
 from actors.lr_schedule import learning_rate  # noqa: E402
-from launch import checkpoint  # noqa: E402
-from launch.checkpoint import CheckpointError, CheckpointStore  # noqa: E402
-from launch.config import ConfigError, flatten, load_config  # noqa: E402
-from launch.health import Breach, HealthError, HealthGuard  # noqa: E402
-from launch.plots import training_curves  # noqa: E402
-from launch.tracking import Tracker  # noqa: E402
-from launch.prediction import media_request  # noqa: E402
-from rewards.answer_format import TASK_OF_KIND  # noqa: E402
-from launch.quality_metrics import quality_metrics  # noqa: E402
-from launch.validation import evaluate  # noqa: E402
-from qadata.manifest import items, read_manifest  # noqa: E402
+from evaluation.quality_metrics import quality_metrics  # noqa: E402
+from evaluation.validation import evaluate  # noqa: E402
+from launch.trainer import checkpoint  # noqa: E402
+from launch.trainer.checkpoint import CheckpointError, CheckpointStore  # noqa: E402
+from launch.trainer.config import ConfigError, flatten, load_config  # noqa: E402
+from launch.trainer.health import Breach, HealthError, HealthGuard  # noqa: E402
+from launch.trainer.plots import training_curves  # noqa: E402
+from launch.trainer.tracking import Tracker  # noqa: E402
 from qadata.media import MediaError  # noqa: E402
+from qadata.requests import RunData  # noqa: E402
 from qadata.sampler import BatchSampler  # noqa: E402
-from qadata.video import VideoSettings  # noqa: E402
-from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
+from rollouts.backend import SamplingSettings  # noqa: E402
 from rollouts.processor import require_model_folder  # noqa: E402
 
 
@@ -64,57 +61,6 @@ class Timer:
         start = time.perf_counter()
         yield
         self.seconds[f"time/{name}"] = time.perf_counter() - start
-
-
-class Data:
-    """Manifest items with their pictures; unreadable media is skipped, counted and named once.
-
-    The evaluation set stays a list of items: validation loads it a chunk at a time."""
-
-    def __init__(self, cfg):
-        self.task = cfg.data.task
-        train_frame = read_manifest(cfg.data.train_manifest)
-        eval_path = cfg.data.eval_manifest or cfg.data.train_manifest
-        eval_frame = read_manifest(eval_path)
-        self.train = items(train_frame, cfg.data.train_split, cfg.data.train_manifest)
-        self.eval = items(eval_frame, cfg.data.eval_split, eval_path)[: cfg.data.eval_limit]
-        self.labels = np.array([item.mos for item in self.train])
-        if cfg.run.shuffle_labels:  # the null control: same images, MOS permuted
-            self.labels = np.random.default_rng(cfg.run.seed + 1).permutation(self.labels)
-        self.skipped: dict[str, str] = {}
-        self.video = VideoSettings(**cfg.video)
-
-    def task_of(self, item) -> str:
-        """iqa | vqa: the configured task, or with `auto` the item's kind (images iqa, videos vqa)."""
-        return TASK_OF_KIND[item.kind] if self.task == "auto" else self.task
-
-    def load(self, item) -> RolloutRequest:
-        """The item's request; MediaError (recorded, and printed the first time) when its media is unreadable."""
-        if item.path in self.skipped:
-            raise MediaError(self.skipped[item.path])
-        try:
-            return media_request(item.item_id, item.path, item.kind, self.task_of(item), self.video)
-        except MediaError as error:
-            self.skipped[item.path] = str(error)
-            print(f"skipping unreadable media ({len(self.skipped)} so far): {error}", flush=True)
-            raise
-
-    def batch(self, sampler: BatchSampler, size: int) -> tuple[list[RolloutRequest], list[float]]:
-        """`size` readable training items: their requests (each with its task) and MOS. An unreadable item is
-        passed over and the next one taken, so a skip never pushes a readable item out of the epoch."""
-        requests, mos, drawn = [], [], 0
-        while len(requests) < size:
-            if drawn >= len(self.train) + size:
-                raise RuntimeError(f"could not fill a batch of {size}: {len(self.skipped)} of {len(self.train)} "
-                                   "training media files are unreadable (named above)")
-            for index in sampler.take(size - len(requests)):
-                drawn += 1
-                try:
-                    requests.append(self.load(self.train[index]))
-                except MediaError:
-                    continue
-                mos.append(float(self.labels[index]))
-        return requests, mos
 
 
 def check_inputs(cfg) -> None:
@@ -210,7 +156,7 @@ def config_changes(saved: dict, now: dict) -> list[str]:
 
 
 def trainer_state(cfg, step: int, sampler: BatchSampler, tracker: Tracker, history: dict, guard: HealthGuard,
-                  data: Data) -> dict:
+                  data: RunData) -> dict:
     """Everything besides the learner's DeepSpeed state that the steps after `step` depend on."""
     return {
         "step": step,
@@ -302,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoints = CheckpointStore(output_dir / "checkpoints", cfg.trainer.keep_checkpoints)
     snapshots = CheckpointStore(output_dir / "healthy", cfg.health.keep_snapshots, "healthy snapshot")
     resume_from, state = resume_state(cfg, checkpoints)
-    data = Data(cfg)
+    data = RunData(cfg)
 
     init_ray(cfg)
     roles = start_roles(cfg)
@@ -459,7 +405,7 @@ def progress_line(step: int, steps: int, m: dict) -> str:
     )
 
 
-def verify_sync(roles, cfg, data: Data) -> dict:
+def verify_sync(roles, cfg, data: RunData) -> dict:
     """The rollout actors hold the learner's weights, or a RuntimeError.
 
     transformers backend: hashes of the learner's weights and of every rollout actor's must be equal.
@@ -503,7 +449,7 @@ def verify_sync(roles, cfg, data: Data) -> dict:
     return result
 
 
-def summarise(cfg, history: dict, start_step: int, seconds: float, data: Data, policy_dir: Path) -> dict:
+def summarise(cfg, history: dict, start_step: int, seconds: float, data: RunData, policy_dir: Path) -> dict:
     rewards = [s["reward/total"] for s in history["steps"]]
     evals = history["eval"]
     first, last = evals[min(evals, key=int)], evals[max(evals, key=int)]

@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray  # noqa: E402
 
-from launch.prediction import ItemPrediction, media_request, predict, start_scorers  # noqa: E402
-from launch.scoring_args import add_scoring_args, check_scoring_args, vllm_settings  # noqa: E402
-from launch.validation import eval_sampling  # noqa: E402
+from evaluation.prediction import ItemPrediction, predict, start_scorers  # noqa: E402
+from evaluation.scoring_args import add_scoring_args, check_scoring_args, vllm_settings  # noqa: E402
+from evaluation.validation import eval_sampling  # noqa: E402
+from qadata.requests import media_request  # noqa: E402
 from rewards.answer_format import IQA_ASPECTS, TASK_OF_KIND, VQA_SCORES  # noqa: E402
 from rollouts.processor import resolve_model  # noqa: E402
 

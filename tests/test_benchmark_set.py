@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from launch.brisque_baseline import brisque_score
+from evaluation.brisque_baseline import brisque_score
 from qadata.benchmark_set import HELD_OUT, IMAGE_TYPES, VIDEO_TYPES, ci_benchmark
 from qadata.manifest import read_manifest
 from qadata.video import video_pictures

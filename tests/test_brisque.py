@@ -5,7 +5,7 @@ from PIL import Image, ImageFilter
 from scipy import stats
 from skimage import data
 
-from launch.brisque_baseline import SupportVectorRegressor, brisque_score, features, model_folder
+from evaluation.brisque_baseline import SupportVectorRegressor, brisque_score, features, model_folder
 
 
 def test_regressor_reads_the_shipped_libsvm_model():

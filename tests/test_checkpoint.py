@@ -1,5 +1,5 @@
 """Checkpoints: atomic commits, pruning that keeps what was just written, a failed write that loses nothing,
-and loading only what was committed (launch/checkpoint.py)."""
+and loading only what was committed (launch/trainer/checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT
-from launch.checkpoint import CheckpointError, CheckpointStore, read_state
+from launch.trainer.checkpoint import CheckpointError, CheckpointStore, read_state
 
 
 def learner_writer(payload: bytes = b"weights"):
@@ -54,7 +54,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint_loadable(tmp_path):
     script = f"""
 import resource, sys
 sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
-from launch.checkpoint import CheckpointError, CheckpointStore
+from launch.trainer.checkpoint import CheckpointError, CheckpointStore
 from test_checkpoint import learner_writer
 resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
 try:

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import ROOT, run_cli
-from launch.config import ConfigError, flatten, load_config
+from launch.trainer.config import ConfigError, flatten, load_config
 
 
 def test_base_and_local_configs_validate():

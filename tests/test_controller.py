@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from launch.config import ConfigError, load_config
-from launch.grpo import Data, config_changes, result_config
-from launch.tracking import Tracker
+from launch.trainer.config import ConfigError, load_config
+from launch.grpo import config_changes, result_config
+from launch.trainer.tracking import Tracker
 from qadata.manifest import items, read_manifest, write_manifest
+from qadata.requests import RunData
 from qadata.sampler import BatchSampler
 
 
@@ -28,7 +29,7 @@ def test_an_unreadable_item_never_pushes_a_readable_one_out_of_the_epoch(generat
               "kind": "image"} for k in range(4)]
     manifest = write_manifest(pd.DataFrame(rows), tmp_path / "m.parquet")
     cfg = load_config(None, [f"data.train_manifest={manifest}", "data.eval_split=train"])
-    data = Data(cfg)
+    data = RunData(cfg)
     sampler = BatchSampler(len(data.train), 5, seed=0)
     seen = []
     for _ in range(2):  # 10 readable items: two batches of 5 are exactly one epoch of them

@@ -10,9 +10,9 @@ import pytest
 from actors.lr_schedule import learning_rate
 from actors.reward import RewardWorker
 from helpers import ROOT
-from launch.config import load_config
-from launch.checkpoint import CheckpointStore
-from launch.health import HealthGuard
+from launch.trainer.config import load_config
+from launch.trainer.checkpoint import CheckpointStore
+from launch.trainer.health import HealthGuard
 from rewards.absolute_error import absolute_error_reward
 from rewards.answer_format import format_answer, parse_answer, read_scores
 from rewards.prpo import PRPOWeights

@@ -84,7 +84,7 @@ def test_manifest_validates_and_is_safe(validators, path):
 
 
 def test_job_entrypoint_names_a_config_that_loads():
-    from launch.config import load_config
+    from launch.trainer.config import load_config
 
     for path in [p for p in MANIFESTS if p.name.startswith("rayjob")]:
         words = yaml.safe_load(path.read_text())["spec"]["entrypoint"].split()

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from launch.prediction import ItemPrediction, read_item
-from launch.validation import set_metrics
+from evaluation.prediction import ItemPrediction, read_item
+from evaluation.validation import set_metrics
 from rewards.answer_format import format_answer, read_scores
 
 GOOD = format_answer("bright and sharp", [4.0, 3.5, 4.5, 4.0, 3.0])

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from launch.eval_report import markdown_table, results_frame
-from launch.quality_metrics import fit_logistic4, logistic4, mean_defined, quality_metrics
+from evaluation.eval_report import markdown_table, results_frame
+from evaluation.quality_metrics import fit_logistic4, logistic4, mean_defined, quality_metrics
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from launch.tracking import mask_credentials, public_params
+from launch.trainer.tracking import mask_credentials, public_params
 from test_faults import Run, args_for
 
 

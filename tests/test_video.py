@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from launch.prediction import media_request
+from qadata.requests import media_request
 from qadata.benchmark_set import pan_clip
 from qadata.generated import photo_pixels
 from qadata.media import MediaError

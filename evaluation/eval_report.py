@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from launch.quality_metrics import fit_logistic4, logistic4, mean_defined  # noqa: E402
+from evaluation.quality_metrics import fit_logistic4, logistic4, mean_defined  # noqa: E402
 
 PUBLISHED = Path(__file__).with_name("published_results.yaml")
 METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "mae")

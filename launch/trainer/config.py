@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from actors.lr_schedule import LR_SCHEDULES
 from rewards.prpo import ACCURACY_REWARDS
 
-BASE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "base.yaml"
+BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "base.yaml"
 MISSING = "???"
 
 

@@ -17,10 +17,10 @@ import numpy as np
 from tqdm import tqdm
 
 from actors.groups import RolloutGroup, connect_ray, rollout_actors
-from launch.config import load_config
-from qadata.media import MediaError, load_pictures
+from launch.trainer.config import load_config
+from qadata.media import MediaError
+from rewards.answer_format import read_scores, reasoning
 from rollouts.backend import RolloutRequest, SamplingSettings
-from rewards.answer_format import chat_messages, read_scores, reasoning
 
 T = TypeVar("T")
 
@@ -63,12 +63,6 @@ def start_scorers(model: str | Path, count: int, device: str, dtype: str, thread
     actors = rollout_actors(count, "vllm" if vllm else "hf", str(model), dtype, device, 8, min_pixels, max_pixels,
                             threads, vllm=vllm, max_restarts=defaults.max_restarts)
     return RolloutGroup(actors, defaults.generate_timeout_s, defaults.max_restarts)
-
-
-def media_request(item_id: str, path: str, kind: str, task: str, video=None) -> RolloutRequest:
-    """The rollout request for one media file (MediaError if it cannot be read); video: VideoSettings."""
-    pictures = load_pictures(path, kind, video)
-    return RolloutRequest(item_id, pictures, chat_messages(task, len(pictures)), task)
 
 
 def read_item(item_id: str, texts: list[str], task: str) -> ItemPrediction:

@@ -5,7 +5,7 @@ Each signal is one step metric, a threshold and a window: it is breached when th
 `spike_window` steps before). A step with a non-finite metric is a breach at once. The controller
 (launch/grpo.py) answers a breach by rolling the learner and the rollout actors back to a snapshot
 taken before the breached window, lowering the learning rate and moving the sampling seed on; after
-`max_rollbacks` it stops with `HealthError`. Snapshots are checkpoints (launch/checkpoint.py) of the
+`max_rollbacks` it stops with `HealthError`. Snapshots are checkpoints (launch/trainer/checkpoint.py) of the
 learner (weights and optimizer state) plus the trainer state, kept under `<output_dir>/healthy` while the
 run is healthy.
 """

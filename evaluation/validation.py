@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from launch.prediction import ItemPrediction, predict, prediction_summary
-from launch.quality_metrics import quality_metrics
+from evaluation.prediction import ItemPrediction, predict, prediction_summary
+from evaluation.quality_metrics import quality_metrics
 from rollouts.backend import SamplingSettings
 
 

@@ -1,0 +1,71 @@
+"""Manifest items as rollout requests: one media file becomes a request with its pictures, question and
+task; a run's training and evaluation items are drawn and loaded here, unreadable media skipped and named."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qadata.manifest import items, read_manifest
+from qadata.media import MediaError, load_pictures
+from qadata.sampler import BatchSampler
+from qadata.video import VideoSettings
+from rewards.answer_format import TASK_OF_KIND, chat_messages
+from rollouts.backend import RolloutRequest
+
+
+def media_request(item_id: str, path: str, kind: str, task: str, video=None) -> RolloutRequest:
+    """The rollout request for one media file (MediaError if it cannot be read); video: VideoSettings."""
+    pictures = load_pictures(path, kind, video)
+    return RolloutRequest(item_id, pictures, chat_messages(task, len(pictures)), task)
+
+
+class RunData:
+    """Manifest items with their pictures; unreadable media is skipped, counted and named once.
+
+    The evaluation set stays a list of items: validation loads it a chunk at a time."""
+
+    def __init__(self, cfg):
+        """cfg: the run's validated config (data, video, run.seed, run.shuffle_labels)."""
+        self.task = cfg.data.task
+        train_frame = read_manifest(cfg.data.train_manifest)
+        eval_path = cfg.data.eval_manifest or cfg.data.train_manifest
+        eval_frame = read_manifest(eval_path)
+        self.train = items(train_frame, cfg.data.train_split, cfg.data.train_manifest)
+        self.eval = items(eval_frame, cfg.data.eval_split, eval_path)[: cfg.data.eval_limit]
+        self.labels = np.array([item.mos for item in self.train])
+        if cfg.run.shuffle_labels:  # the null control: same images, MOS permuted
+            self.labels = np.random.default_rng(cfg.run.seed + 1).permutation(self.labels)
+        self.skipped: dict[str, str] = {}
+        self.video = VideoSettings(**cfg.video)
+
+    def task_of(self, item) -> str:
+        """iqa | vqa: the configured task, or with `auto` the item's kind (images iqa, videos vqa)."""
+        return TASK_OF_KIND[item.kind] if self.task == "auto" else self.task
+
+    def load(self, item) -> RolloutRequest:
+        """The item's request; MediaError (recorded, and printed the first time) when its media is unreadable."""
+        if item.path in self.skipped:
+            raise MediaError(self.skipped[item.path])
+        try:
+            return media_request(item.item_id, item.path, item.kind, self.task_of(item), self.video)
+        except MediaError as error:
+            self.skipped[item.path] = str(error)
+            print(f"skipping unreadable media ({len(self.skipped)} so far): {error}", flush=True)
+            raise
+
+    def batch(self, sampler: BatchSampler, size: int) -> tuple[list[RolloutRequest], list[float]]:
+        """`size` readable training items: their requests (each with its task) and MOS. An unreadable item is
+        passed over and the next one taken, so a skip never pushes a readable item out of the epoch."""
+        requests, mos, drawn = [], [], 0
+        while len(requests) < size:
+            if drawn >= len(self.train) + size:
+                raise RuntimeError(f"could not fill a batch of {size}: {len(self.skipped)} of {len(self.train)} "
+                                   "training media files are unreadable (named above)")
+            for index in sampler.take(size - len(requests)):
+                drawn += 1
+                try:
+                    requests.append(self.load(self.train[index]))
+                except MediaError:
+                    continue
+                mos.append(float(self.labels[index]))
+        return requests, mos
