@@ -224,33 +224,14 @@ class RolloutGroup:
     def __len__(self) -> int:
         return len(self.actors)
 
-    def submit(self, index: int, requests: list, sampling) -> list:
+    def submit(self, index: int, requests: list, sampling) -> tuple:
         """Start actor `index` on `requests`; `result` of the returned handle gives the answers."""
-        return [index, requests, sampling, self.actors[index].generate.remote(requests, sampling)]
+        return index, requests, sampling, self.actors[index].generate.remote(requests, sampling)
 
-    def result(self, handle: list) -> list:
-        index, requests, sampling = handle[:3]
-
-        def call():
-            if handle[3] is None:  # resubmitted on the restarted actor
-                handle[3] = self.actors[index].generate.remote(requests, sampling)
-            try:
-                return bounded_get(handle[3], self.timeout_s, f"rollout actor {index}", "rollout.generate_timeout_s")
-            except ray.exceptions.RayActorError:
-                handle[3] = None
-                raise
-
-        return self.call(index, call)
-
-    def call(self, index: int, call: Callable[[], object]):
-        """call() on actor `index`, redone on the restarted actor after a death."""
-        def restarted():
-            self.restarted += 1
-            wait_alive(self.actors[index], self.timeout_s, f"rollout actor {index}", "rollout.generate_timeout_s")
-            if self.resync is not None:
-                self.resync([self.actors[index]])
-
-        return retrying(call, self.restarts, f"rollout actor {index}", "rollout.max_restarts", restarted)
+    def result(self, handle: tuple) -> list:
+        index, requests, sampling, ref = handle
+        return self._ask(index, lambda: self.actors[index].generate.remote(requests, sampling), self.timeout_s,
+                         "rollout.generate_timeout_s", ref)
 
     def generate(self, requests: list, sampling) -> list:
         """Requests spread over the actors; answers [B][n] in request order."""
@@ -260,17 +241,32 @@ class RolloutGroup:
 
     def on_each(self, method: str, *args, timeout_s: float, option: str) -> list:
         """actor.method(*args) on every actor, bounded; a dead actor is restarted, resynced, asked again."""
-        refs = [getattr(actor, method).remote(*args) for actor in self.actors]
-        out = []
-        for index, actor in enumerate(self.actors):
-            box = [refs[index]]
+        starts = [lambda actor=actor: getattr(actor, method).remote(*args) for actor in self.actors]
+        refs = [start() for start in starts]  # all actors work at once
+        return [self._ask(i, start, timeout_s, option, ref) for i, (start, ref) in enumerate(zip(starts, refs))]
 
-            def call(index=index, actor=actor, box=box):
-                ref, box[0] = box[0] or getattr(actor, method).remote(*args), None
-                return bounded_get(ref, timeout_s, f"rollout actor {index}", option)
+    def _ask(self, index: int, start: Callable[[], object], timeout_s: float, option: str, ref=None):
+        """The result of `ref` (else of start()), bounded by timeout_s; after the actor's death it waits for
+        Ray's restart, resyncs it, and asks again with start()."""
+        role = f"rollout actor {index}"
+        pending = [ref]
 
-            out.append(self.call(index, call))
-        return out
+        def call():
+            if pending[0] is None:
+                pending[0] = start()
+            try:
+                return bounded_get(pending[0], timeout_s, role, option)
+            except ray.exceptions.RayActorError:
+                pending[0] = None
+                raise
+
+        def restarted():
+            self.restarted += 1
+            wait_alive(self.actors[index], self.timeout_s, role, "rollout.generate_timeout_s")
+            if self.resync is not None:
+                self.resync([self.actors[index]])
+
+        return retrying(call, self.restarts, role, "rollout.max_restarts", restarted)
 
 
 def learner_gpus(cfg) -> float:

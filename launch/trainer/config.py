@@ -278,6 +278,7 @@ AT_LEAST_ONE = (
 
 # key: (low, high, open_low, open_high); None leaves that side unbounded
 RANGES = {
+    **{key: (1, None, False, False) for key in AT_LEAST_ONE},  # the entries below may tighten these
     "rollout.group_size": (2, None, False, False),  # one answer has no group to be compared with
     "rollout.temperature": (0, None, True, False),
     "rollout.top_p": (0, 1, True, False),
@@ -306,6 +307,13 @@ RANGES = {
     "placement.timeout_s": (0, None, True, False),
     "model.min_pixels": (1, None, False, False),
     "model.max_pixels": (1, None, False, False),
+    "placement.colocated_rollout_share": (0, 1, True, True),
+    "video.cell_scale": (0, 1, True, False),
+    "algorithm.rollout_is_cap": (1, None, False, False),
+    "health.lr_factor": (0, 1, True, True),
+    "health.max_rollbacks": (0, None, False, False),
+    "health.min_scored": (0, 1, False, False),
+    "rollout.vllm.gpu_memory_utilization": (0, 1, True, False),
 }
 
 
@@ -317,6 +325,8 @@ def _check_ranges(config: DictConfig) -> None:
         below = low is not None and (value <= low if open_low else value < low)
         above = high is not None and (value >= high if open_high else value > high)
         if below or above:
+            if high is None and not open_low:
+                raise ConfigError(f"config key {key!r} must be at least {low}, got {value}")
             left = "(" if open_low else "["
             right = ")" if open_high else "]"
             span = f"{left}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{right}"
@@ -373,9 +383,6 @@ def _check_vllm(config: DictConfig) -> None:
     if v.kv_cache_bytes is not None and v.kv_cache_bytes < 1 << 20:
         raise ConfigError(f"config key 'rollout.vllm.kv_cache_bytes' must be at least 1 MiB (1048576), got "
                           f"{v.kv_cache_bytes}")
-    if not 0 < v.gpu_memory_utilization <= 1:
-        raise ConfigError("config key 'rollout.vllm.gpu_memory_utilization' must be in (0, 1], got "
-                          f"{v.gpu_memory_utilization}")
 
 
 def _check_health(config: DictConfig) -> None:
@@ -389,12 +396,6 @@ def _check_health(config: DictConfig) -> None:
         if s.spike is not None and (s.spike_window is None or s.spike_window < 1 or s.spike <= 1):
             raise ConfigError(f"config key 'health.{name}.spike' needs spike > 1 and spike_window >= 1, got "
                               f"{s.spike} and {s.spike_window}")
-    if not 0 < h.lr_factor < 1:
-        raise ConfigError(f"config key 'health.lr_factor' must be in (0, 1), got {h.lr_factor}")
-    if h.max_rollbacks < 0:
-        raise ConfigError(f"config key 'health.max_rollbacks' must be at least 0, got {h.max_rollbacks}")
-    if not 0 <= h.min_scored <= 1:
-        raise ConfigError(f"config key 'health.min_scored' must be in [0, 1], got {h.min_scored}")
 
 
 def load_config(config_file: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
@@ -424,17 +425,6 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
         value = OmegaConf.select(config, key)
         if value not in allowed:
             raise ConfigError(f"config key {key!r} is {value!r}; expected one of {list(allowed)}")
-    for key in AT_LEAST_ONE:
-        if OmegaConf.select(config, key) < 1:
-            raise ConfigError(f"config key {key!r} must be at least 1, got {OmegaConf.select(config, key)}")
-    if not 0 < config.placement.colocated_rollout_share < 1:
-        raise ConfigError("config key 'placement.colocated_rollout_share' must be in (0, 1), got "
-                          f"{config.placement.colocated_rollout_share}")
-    if not 0 < config.video.cell_scale <= 1:
-        raise ConfigError(f"config key 'video.cell_scale' must be in (0, 1], got {config.video.cell_scale}")
-    if config.algorithm.rollout_is_cap < 1:
-        raise ConfigError("config key 'algorithm.rollout_is_cap' must be at least 1, got "
-                          f"{config.algorithm.rollout_is_cap}")
     _check_ranges(config)
     _check_vllm(config)
     _check_health(config)
