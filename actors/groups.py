@@ -11,17 +11,17 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import ray
-from omegaconf import OmegaConf
 
 from actors.learner import LearnerRank, LearnerSettings
 from actors.placement import Plan, Slot, actor_options, plan, reserve
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
-from rewards.prpo import PRPOWeights
+from launch.trainer.config import typed
+from rollouts.backend import SamplingSettings
 
 
 def connect_ray(address: str | None, num_cpus: int) -> None:
@@ -97,40 +97,6 @@ def retrying(call: Callable[[], object], restarts: int, role: str, option: str, 
                 on_restart()
 
 
-def largest_divisor_at_most(n: int, limit: int) -> int:
-    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
-
-
-def learner_settings(cfg) -> LearnerSettings:
-    per_rank = cfg.trainer.batch_size * cfg.rollout.group_size // cfg.learner.num_ranks
-    algo = cfg.algorithm
-    return LearnerSettings(
-        model_path=cfg.model.path,
-        dtype=cfg.model.dtype,
-        device=cfg.learner.device,
-        zero_stage=cfg.learner.zero_stage,
-        comm_backend=cfg.learner.comm_backend,
-        lr=cfg.learner.lr,
-        weight_decay=cfg.learner.weight_decay,
-        betas=tuple(cfg.learner.betas),
-        grad_clip=cfg.learner.grad_clip,
-        # Micro-batches must tile the rank's answers exactly for DeepSpeed's accumulation boundary.
-        micro_batch=largest_divisor_at_most(per_rank, cfg.learner.micro_batch),
-        samples_per_rank=per_rank,
-        temperature=cfg.rollout.temperature,
-        clip_low=algo.clip_low,
-        clip_high=algo.clip_high,
-        kl_coef=algo.kl_coef,
-        kl_estimator=algo.kl_estimator,
-        loss_aggregation=algo.loss_aggregation,
-        rollout_is_cap=algo.rollout_is_cap if algo.rollout_is == "truncated" else None,
-        min_pixels=cfg.model.min_pixels,
-        max_pixels=cfg.model.max_pixels,
-        threads=cfg.learner.threads,
-        seed=cfg.run.seed,
-    )
-
-
 class LearnerGroup:
     """N LearnerRank actors forming one DeepSpeed data-parallel group.
 
@@ -138,10 +104,10 @@ class LearnerGroup:
     checkpoints); a rank's death is a RoleError: the group cannot go on without its shards."""
 
     def __init__(self, cfg, slots: list[Slot] | None = None, group=None):
-        settings = learner_settings(cfg)
+        settings = LearnerSettings.from_config(cfg)
         world = cfg.learner.num_ranks
         self.step_timeout_s, self.checkpoint_timeout_s = cfg.learner.step_timeout_s, cfg.learner.checkpoint_timeout_s
-        slots = slots or plan("none", 0, world, False, cfg.learner.cpus_per_rank, learner_gpus(cfg)).learners
+        slots = slots or plan("none", 0, world, False, cfg.learner.cpus_per_rank, learner_gpus(cfg), 0).learners
         actor = ray.remote(LearnerRank)
         self.ranks = [actor.options(**actor_options(slots[rank], group)).remote(settings, rank, world)
                       for rank in range(world)]
@@ -191,23 +157,6 @@ class LearnerGroup:
 
     def save_pretrained(self, folder: str) -> None:
         self._get([r.save_pretrained.remote(folder) for r in self.ranks], "checkpoint")
-
-
-def rollout_actors(count: int, backend: str, model_path: str, dtype: str, device: str, prompt_chunk: int,
-                   min_pixels: int | None, max_pixels: int | None, threads: int,
-                   slots: list[Slot] | None = None, group=None, vllm: dict | None = None,
-                   max_restarts: int = 0) -> list:
-    """`count` RolloutWorker actors, one GPU each unless on CPU (or as `slots` place them).
-
-    vllm: VLLMSettings fields when backend is vllm. A restarted actor holds the model folder's weights:
-    Ray never retries its calls by itself (max_task_retries 0), RolloutGroup does, after a resync."""
-    slots = slots or plan("none", count, 0, device != "cpu", 0, 0).rollouts
-    actor = ray.remote(max_restarts=max_restarts, max_task_retries=0)(RolloutWorker)
-    return [
-        actor.options(**actor_options(slots[i], group)).remote(
-            backend, model_path, dtype, device, prompt_chunk, min_pixels, max_pixels, threads, vllm)
-        for i in range(count)
-    ]
 
 
 class RolloutGroup:
@@ -279,38 +228,46 @@ def role_plan(cfg) -> Plan:
 
 
 def start_rollouts(cfg, slots: list[Slot] | None = None, group=None) -> RolloutGroup:
-    r, m = cfg.rollout, cfg.model
-    vllm = ({**OmegaConf.to_container(r.vllm), "sync_timeout_s": r.sync_timeout_s, "seed": cfg.run.seed}
-            if r.backend == "vllm" else None)
+    """cfg.rollout.num_actors RolloutWorker actors, one GPU each unless on CPU (or as `slots` place them).
+
+    A restarted actor holds the model folder's weights: Ray never retries its calls by itself
+    (max_task_retries 0), RolloutGroup does, after a resync."""
+    r = cfg.rollout
     # nccl/ipc weight transfer joins each engine to a process group at start: a restarted one is not in it
     restarts = 0 if r.backend == "vllm" and r.vllm.weight_sync != "object_store" else r.max_restarts
-    actors = rollout_actors(r.num_actors, r.backend, m.path, m.dtype, r.device, r.prompt_chunk, m.min_pixels,
-                            m.max_pixels, r.threads, slots, group, vllm, restarts)
+    slots = slots or plan("none", r.num_actors, 0, r.device != "cpu", 0, 0, 0).rollouts
+    actor = ray.remote(max_restarts=restarts, max_task_retries=0)(RolloutWorker)
+    model, rollout = typed(cfg.model), typed(cfg.rollout)
+    actors = [actor.options(**actor_options(slots[i], group)).remote(model, rollout, cfg.run.seed)
+              for i in range(r.num_actors)]
     return RolloutGroup(actors, r.generate_timeout_s, restarts)
 
 
-def start_reward(cfg):
-    r = cfg.reward
-    weights = PRPOWeights(
-        std_margin=r.std_margin,
-        std_penalty=r.std_penalty,
-        triplet_balance=r.triplet_balance,
-        rank_to_mos=r.rank_to_mos,
-        pairwise=r.pairwise,
-        triplet_ranking=r.triplet_ranking,
-    )
-    chunk = r.preference_chunk if r.preference_scope == "micro" else None
-    # One actor: the preference branch compares items across the whole batch it is given.
-    actor = ray.remote(num_cpus=0, max_restarts=r.max_restarts, max_task_retries=0)(RewardWorker)
-    return actor.remote(cfg.data.task, weights, r.format_weight, r.accuracy_weight, chunk, r.accuracy)
+class RewardGroup:
+    """The reward actor (one: the preference branch compares items across the whole batch it is given).
+    It is stateless, so a dead one is restarted by Ray and asked again."""
+
+    def __init__(self, cfg):
+        self.timeout_s, self.restarts = cfg.reward.timeout_s, cfg.reward.max_restarts
+        actor = ray.remote(num_cpus=0, max_restarts=self.restarts, max_task_retries=0)(RewardWorker)
+        self.actor = actor.remote(cfg.data.task, typed(cfg.reward))
+
+    def score(self, answers: list, mos: list[float], tasks: list[str]) -> dict:
+        """answers [B][K] (Completion), mos [B], tasks [B] -> every reward term and the total, each [B, K]."""
+        texts = [[c.text for c in row] for row in answers]
+        return retrying(
+            lambda: bounded_get(self.actor.score.remote(texts, mos, tasks), self.timeout_s, "reward actor",
+                                "reward.timeout_s"),
+            self.restarts, "reward actor", "reward.max_restarts",
+            lambda: wait_alive(self.actor, self.timeout_s, "reward actor", "reward.timeout_s"))
 
 
 @dataclass
 class Roles:
     rollouts: RolloutGroup
-    reward: object
+    reward: RewardGroup
     learners: LearnerGroup
-    sync_timeout_s: float = 600.0
+    sync_timeout_s: float
     placement: dict | None = None  # the reserved bundles, for the run summary
     weight_transfer: str | None = None  # vLLM's nccl | ipc transfer, set up; None: the Ray object store
 
@@ -335,6 +292,40 @@ class Roles:
                             "restarted rollout actor", option)
         self.rollouts.version = version
 
+    def verify_sync(self, cfg, requests: list) -> dict:
+        """The rollout actors hold the learner's weights, or a RuntimeError.
+
+        transformers backend: the hashes of the learner's weights and of every rollout actor's are equal.
+        vLLM keeps fused weights, so there its greedy answers to `requests` (the readable validation items)
+        must equal those of a transformers copy given the learner's weights."""
+        timeout_s = cfg.rollout.generate_timeout_s
+        if cfg.rollout.backend == "hf":
+            learner = self.learners.weights_digest()
+            rollouts = self.rollouts.on_each("weights_digest", timeout_s=timeout_s, option="rollout.generate_timeout_s")
+            if any(d != learner for d in rollouts):
+                short = [d[:12] for d in rollouts]
+                raise RuntimeError(f"weight sync failed: learner {learner[:12]} but rollout actors {short}")
+            return {"learner": learner, "rollouts": rollouts}
+        transformers_cpu = replace(typed(cfg.rollout), backend="hf", device="cpu")
+        copy = ray.remote(num_cpus=0)(RolloutWorker).remote(typed(cfg.model), transformers_cpu, cfg.run.seed)
+        bounded_get(copy.load_weights.remote(self.learners.full_weights(), 0), self.sync_timeout_s,
+                    "transformers copy", "rollout.sync_timeout_s")
+        greedy = SamplingSettings.evaluation(replace(typed(cfg.eval), greedy=True), cfg.rollout, cfg.run.seed)
+        expected = [row[0].token_ids for row in bounded_get(copy.generate.remote(requests, greedy), timeout_s,
+                                                            "transformers copy", "rollout.generate_timeout_s")]
+        ray.kill(copy)
+        result = {"items": len(requests), "answer_tokens": sum(map(len, expected)), "rollouts": []}
+        for index in range(len(self.rollouts)):
+            answers = [row[0] for row in self.rollouts.result(self.rollouts.submit(index, requests, greedy))]
+            skipped = [r.item_id for r, a in zip(requests, answers) if a.skipped]  # too long for the engine
+            differ = [r.item_id for r, a, b in zip(requests, answers, expected) if not a.skipped and a.token_ids != b]
+            result["rollouts"].append({"equal": len(requests) - len(differ) - len(skipped), "differ": differ,
+                                       "skipped": skipped})
+            if differ:
+                raise RuntimeError(f"weight sync failed: rollout actor {index}'s greedy answers differ from the "
+                                   f"learner's weights' on {len(differ)} of {len(requests)} items ({differ[:3]})")
+        return result
+
 
 def start_roles(cfg) -> Roles:
     """Reserve the placement group (if any), then start rollout actors, the reward actor, the learners."""
@@ -346,7 +337,7 @@ def start_roles(cfg) -> Roles:
                      "rollout_bundles": [s.bundle for s in layout.rollouts],
                      "learner_bundles": [s.bundle for s in layout.learners],
                      "state": ray.util.placement_group_table(group)["state"]}
-    roles = Roles(start_rollouts(cfg, layout.rollouts, group), start_reward(cfg),
+    roles = Roles(start_rollouts(cfg, layout.rollouts, group), RewardGroup(cfg),
                   LearnerGroup(cfg, layout.learners, group), cfg.rollout.sync_timeout_s, placement)
     # A rollout actor that Ray restarted holds the model folder's weights: it gets the learner's first.
     roles.rollouts.resync = lambda actors: roles.sync_weights(roles.rollouts.version, actors)

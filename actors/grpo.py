@@ -11,9 +11,10 @@ import torch
 KL_ESTIMATORS = ("k1", "k2", "k3", "none")
 LOSS_AGGREGATIONS = ("seq-mean-token-mean", "token-mean")
 ADVANTAGE_ESTIMATORS = ("grpo", "drgrpo")
+ROLLOUT_IS = ("none", "truncated")  # importance weights against the rollout engine's log-probs
 
 
-def group_advantages(rewards: torch.Tensor, estimator: str = "grpo", eps: float = 1e-4) -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, estimator: str, eps: float) -> torch.Tensor:
     """[B, K] -> [B, K]. grpo: (R - mean) / (unbiased std + eps) per group; drgrpo: R - mean."""
     if estimator not in ADVANTAGE_ESTIMATORS:
         raise ValueError(f"advantage estimator {estimator!r} is not one of {ADVANTAGE_ESTIMATORS}")
@@ -75,11 +76,12 @@ def grpo_loss(
     ref_logprobs: torch.Tensor | None,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
-    kl_coef: float = 0.04,
-    kl_estimator: str = "k3",
-    aggregation: str = "seq-mean-token-mean",
+    *,
+    clip_low: float,
+    clip_high: float,
+    kl_coef: float,
+    kl_estimator: str,
+    aggregation: str,
     is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped-ratio policy loss plus beta * KL to the reference.

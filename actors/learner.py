@@ -20,6 +20,9 @@ from rollouts.model_loading import DTYPES, load_policy
 from rollouts.processor import QualityProcessor
 from rollouts.sequences import completion_logprobs
 
+ZERO_STAGES = (0, 1, 2, 3)
+COMM_BACKENDS = ("gloo", "nccl")  # gloo on CPU
+
 
 @dataclass
 class TrainSample:
@@ -32,30 +35,77 @@ class TrainSample:
     rollout_logprobs: list[float]
 
 
+def deal_samples(requests, answers, advantages: np.ndarray, ranks: int) -> list[list[TrainSample]]:
+    """requests [B], answers [B][K] (Completion), advantages [B, K] -> each rank's answers to learn from,
+    dealt round-robin so the ranks get equal shares (B*K divides by ranks: checked at start-up)."""
+    samples = [
+        TrainSample(req.images, req.messages, c.token_ids, float(advantages[i, k]), c.logprobs)
+        for i, (req, row) in enumerate(zip(requests, answers))
+        for k, c in enumerate(row)
+    ]
+    return [samples[r::ranks] for r in range(ranks)]
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
 @dataclass
 class LearnerSettings:
+    """What a rank needs from the run's config (`from_config`; the values live in configs/base.yaml)."""
+
     model_path: str
-    dtype: str = "float32"
-    device: str = "cpu"
-    zero_stage: int = 2
-    comm_backend: str = "gloo"
-    lr: float = 1e-6
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 1.0
-    micro_batch: int = 8
-    samples_per_rank: int = 48  # answers this rank learns from each step
-    temperature: float = 1.0
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    kl_coef: float = 0.04
-    kl_estimator: str = "k3"
-    loss_aggregation: str = "seq-mean-token-mean"
-    rollout_is_cap: float | None = None  # truncated importance sampling against the rollout log-probs
-    min_pixels: int | None = None
-    max_pixels: int | None = None
-    threads: int = 1
-    seed: int = 0
+    dtype: str
+    device: str
+    zero_stage: int
+    comm_backend: str
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    grad_clip: float
+    micro_batch: int
+    samples_per_rank: int  # answers this rank learns from each step
+    temperature: float
+    clip_low: float
+    clip_high: float
+    kl_coef: float
+    kl_estimator: str
+    loss_aggregation: str
+    rollout_is_cap: float | None  # truncated importance sampling against the rollout log-probs; None: off
+    min_pixels: int | None
+    max_pixels: int | None
+    threads: int
+    seed: int
+
+    @classmethod
+    def from_config(cls, cfg) -> "LearnerSettings":
+        per_rank = cfg.trainer.batch_size * cfg.rollout.group_size // cfg.learner.num_ranks
+        learner, algo = cfg.learner, cfg.algorithm
+        return cls(
+            model_path=cfg.model.path,
+            dtype=cfg.model.dtype,
+            device=learner.device,
+            zero_stage=learner.zero_stage,
+            comm_backend=learner.comm_backend,
+            lr=learner.lr,
+            weight_decay=learner.weight_decay,
+            betas=tuple(learner.betas),
+            grad_clip=learner.grad_clip,
+            # Micro-batches must tile the rank's answers exactly for DeepSpeed's accumulation boundary.
+            micro_batch=largest_divisor_at_most(per_rank, learner.micro_batch),
+            samples_per_rank=per_rank,
+            temperature=cfg.rollout.temperature,  # log-probs at the temperature the answers were sampled at
+            clip_low=algo.clip_low,
+            clip_high=algo.clip_high,
+            kl_coef=algo.kl_coef,
+            kl_estimator=algo.kl_estimator,
+            loss_aggregation=algo.loss_aggregation,
+            rollout_is_cap=algo.rollout_is_cap if algo.rollout_is == "truncated" else None,
+            min_pixels=cfg.model.min_pixels,
+            max_pixels=cfg.model.max_pixels,
+            threads=learner.threads,
+            seed=cfg.run.seed,
+        )
 
 
 def _deepspeed_config(s: LearnerSettings, world_size: int) -> dict:
@@ -206,12 +256,12 @@ class LearnerRank:
                 ref_logprobs,
                 advantages,
                 mask,
-                s.clip_low,
-                s.clip_high,
-                s.kl_coef,
-                s.kl_estimator,
-                s.loss_aggregation,
-                is_weights,
+                clip_low=s.clip_low,
+                clip_high=s.clip_high,
+                kl_coef=s.kl_coef,
+                kl_estimator=s.kl_estimator,
+                aggregation=s.loss_aggregation,
+                is_weights=is_weights,
             )
             stats.update(is_stats)
             finite = bool(torch.isfinite(loss))

@@ -7,8 +7,8 @@ import math
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def learning_rate(step: int, base: float, total_steps: int, schedule: str = "constant", warmup_steps: int = 0,
-                  min_ratio: float = 0.0, scale: float = 1.0) -> float:
+def learning_rate(step: int, base: float, total_steps: int, schedule: str, warmup_steps: int, min_ratio: float,
+                  scale: float) -> float:
     """lr of update `step` (1-based) of `total_steps`; `scale` is the health guard's cut after rollbacks."""
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"learning-rate schedule {schedule!r} is not one of {LR_SCHEDULES}")

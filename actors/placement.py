@@ -17,6 +17,10 @@ import ray
 from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+PLACEMENT_MODES = ("none", "separate", "colocated")
+# Ray's placement-group strategies: PACK fills nodes in turn, SPREAD balances, STRICT_* insist.
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
 
 @dataclass
 class Slot:
@@ -35,7 +39,7 @@ class Plan:
 
 
 def plan(mode: str, rollouts: int, learners: int, rollout_gpu: bool, learner_cpus: float, learner_gpus: float,
-         colocated_rollout_share: float = 0.5) -> Plan:
+         colocated_rollout_share: float) -> Plan:
     """Bundles and slots for `rollouts` rollout actors and `learners` learner ranks. Pure: no Ray calls.
 
     Rollout actors take 1 CPU and (on GPU) 1 GPU; learner ranks `learner_cpus` and `learner_gpus`.
@@ -58,7 +62,7 @@ def plan(mode: str, rollouts: int, learners: int, rollout_gpu: bool, learner_cpu
                    for i in range(slots)]
         return Plan(bundles, [Slot(1, share, i) for i in range(rollouts)],
                     [Slot(learner_cpus, gpu - share, j) for j in range(learners)])
-    raise ValueError(f"placement mode {mode!r}: expected none, separate or colocated")
+    raise ValueError(f"placement mode {mode!r}: expected one of {PLACEMENT_MODES}")
 
 
 def _bundle(cpus: float, gpus: float) -> dict[str, float]:

@@ -6,17 +6,22 @@ import numpy as np
 
 from rewards.prpo import ACCURACY_REWARDS, PRPOWeights, batch_rewards
 
+# global: the preference branch compares across the step's whole batch; micro: within chunks of it
+PREFERENCE_SCOPES = ("global", "micro")
+
 
 class RewardWorker:
-    """A plain class; Ray wraps it as an actor. Pure CPU work on parsed numbers."""
+    """A plain class; Ray wraps it as an actor. Pure CPU work on parsed numbers.
 
-    def __init__(self, task: str, weights: PRPOWeights, format_weight: float = 1.0,
-                 accuracy_weight: float = 1.0, preference_chunk: int | None = None, accuracy: str = "prpo"):
-        if accuracy not in ACCURACY_REWARDS:
-            raise ValueError(f"reward.accuracy {accuracy!r} is not one of {ACCURACY_REWARDS}")
-        self.task, self.weights, self.accuracy = task, weights, accuracy
-        self.format_weight, self.accuracy_weight = format_weight, accuracy_weight
-        self.preference_chunk = preference_chunk
+    task: data.task (auto | iqa | vqa); reward: the config's `reward` section (RewardConfig)."""
+
+    def __init__(self, task: str, reward):
+        if reward.accuracy not in ACCURACY_REWARDS:
+            raise ValueError(f"reward.accuracy {reward.accuracy!r} is not one of {ACCURACY_REWARDS}")
+        self.task, self.weights, self.accuracy = task, PRPOWeights.from_config(reward), reward.accuracy
+        self.format_weight, self.accuracy_weight = reward.format_weight, reward.accuracy_weight
+        # One actor scores a step's batch: the preference branch compares across all of it, or within chunks.
+        self.preference_chunk = reward.preference_chunk if reward.preference_scope == "micro" else None
 
     def score(self, texts: list[list[str]], mos: list[float], tasks: list[str] | None = None) -> dict[str, np.ndarray]:
         """texts [B][K], mos [B], tasks [B] (default: the worker's task) -> every term and the total, each [B, K]."""

@@ -9,27 +9,25 @@ import torch
 from actors.learner import weights_digest
 from rollouts.backend import Completion, RolloutRequest, SamplingSettings
 
+ROLLOUT_BACKENDS = ("hf", "vllm")  # transformers generate | a vLLM engine per actor
+
 
 class RolloutWorker:
     """A plain class; Ray wraps it as an actor (actors/groups.py), tests may use it in-process."""
 
-    def __init__(self, backend: str, model_path: str, dtype: str, device: str, prompt_chunk: int = 8,
-                 min_pixels: int | None = None, max_pixels: int | None = None, threads: int = 1,
-                 vllm: dict | None = None):
-        torch.set_num_threads(threads)
-        if backend == "hf":
+    def __init__(self, model, rollout, seed: int):
+        """model, rollout: the config's sections (ModelConfig, RolloutConfig); seed: run.seed."""
+        torch.set_num_threads(rollout.threads)
+        if rollout.backend == "hf":
             from rollouts.hf_backend import HFRolloutBackend
 
-            self.backend = HFRolloutBackend(model_path, dtype, device, min_pixels, max_pixels, prompt_chunk)
-        elif backend == "vllm":
-            from rollouts.vllm_backend import VLLMRolloutBackend, VLLMSettings
+            self.backend = HFRolloutBackend(model, rollout)
+        elif rollout.backend == "vllm":
+            from rollouts.vllm_backend import VLLMRolloutBackend
 
-            fields = dict(vllm or {})
-            seed = fields.pop("seed", 0)  # the engine's own seed: run.seed (each request is seeded too)
-            self.backend = VLLMRolloutBackend(model_path, dtype, device, min_pixels, max_pixels,
-                                              VLLMSettings(**fields), seed=seed)
+            self.backend = VLLMRolloutBackend(model, rollout, seed)
         else:
-            raise ValueError(f"rollout backend {backend!r} is not one of hf, vllm")
+            raise ValueError(f"rollout.backend {rollout.backend!r} is not one of {ROLLOUT_BACKENDS}")
 
     def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
         return self.backend.generate(requests, sampling)

@@ -15,6 +15,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -34,9 +35,12 @@ def sync(device: str) -> None:
 
 
 def measure(model: str, images: list, device: str, dtype: str, steps: int) -> dict:
-    backend = HFRolloutBackend(model, dtype, device, prompt_chunk=8)
-    requests = [RolloutRequest(str(i), [im], chat_messages("iqa", 1)) for i, im in enumerate(images)]
-    sampling = SamplingSettings(n=6, temperature=0.6, max_new_tokens=64, seed=0)
+    # The config's model and rollout sections, spelled out: the GPU machine has no OmegaConf stack.
+    backend = HFRolloutBackend(SimpleNamespace(path=model, dtype=dtype, min_pixels=None, max_pixels=None),
+                               SimpleNamespace(device=device, prompt_chunk=8))
+    requests = [RolloutRequest(str(i), [im], chat_messages("iqa", 1), "iqa") for i, im in enumerate(images)]
+    sampling = SamplingSettings(n=6, temperature=0.6, top_p=1.0, top_k=0, max_new_tokens=64, seed=0,
+                                greedy=False)
     backend.generate(requests[:2], sampling)  # warm-up (kernels, allocator)
     sync(device)
     start = time.perf_counter()
@@ -65,7 +69,8 @@ def measure(model: str, images: list, device: str, dtype: str, steps: int) -> di
     start = time.perf_counter()
     for _ in range(steps):
         logprobs, _, mask = completion_logprobs(model_, prompts, completions, backend.processor.pad_id, 0.6)
-        loss, _ = grpo_loss(logprobs, sampled.detach(), None, advantages, mask, kl_coef=0.0)
+        loss, _ = grpo_loss(logprobs, sampled.detach(), None, advantages, mask, clip_low=0.2,
+                            clip_high=0.2, kl_coef=0.0, kl_estimator="k3", aggregation="seq-mean-token-mean")
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -70,7 +70,8 @@ def train_and_evaluate(name: str, overrides: list[str], out: Path, extra: list[s
                   scored_share=(after["scored"] / after["items"]) if after.get("items") else None)
     if (folder / "policy").is_dir():
         eval_dir = folder / "eval-mean6"
-        run([sys.executable, "launch/evaluate.py", "--model", str(folder / "policy"), "--manifest", str(MANIFEST),
+        run([sys.executable, "launch/evaluate.py", "--model", str(folder / "policy"), "--config", "configs/local.yaml",
+             "--manifest", str(MANIFEST),
              "--split", "test", "--samples", "6", "--temperature", "0.6", "--max-new-tokens", "64", "--seed", "0",
              "--baseline", "none", "--no-tracking", "--threads", "2", "--output-dir", str(eval_dir)],
             folder / "eval.log")

@@ -35,9 +35,10 @@ from qadata.sparse_decode import read_frames  # noqa: E402
 from qadata.video import (VideoSettings, cell_size, pack_grid, sampled, shrink, uniform_times,  # noqa: E402
                           video_pictures)
 from qadata.video_files import write_video  # noqa: E402
+from launch.trainer.config import load_config  # noqa: E402
 
-SETTINGS = VideoSettings()
-DECORD = VideoSettings(decoder="decord")
+SETTINGS = VideoSettings(**{**load_config().video, "decoder": "pyav"})
+DECORD = VideoSettings(**{**load_config().video, "decoder": "decord"})
 
 
 def pictures_from(frames: dict[int, np.ndarray], wanted_global, wanted_local) -> list[Image.Image]:

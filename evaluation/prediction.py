@@ -10,14 +10,12 @@ from __future__ import annotations
 import os
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
-from actors.groups import RolloutGroup, connect_ray, rollout_actors
-from launch.trainer.config import load_config
+from actors.groups import RolloutGroup, connect_ray, start_rollouts
 from qadata.media import MediaError
 from rewards.answer_format import read_scores, reasoning
 from rollouts.backend import RolloutRequest, SamplingSettings
@@ -51,18 +49,11 @@ class ItemPrediction:
         return asdict(self)
 
 
-def start_scorers(model: str | Path, count: int, device: str, dtype: str, threads: int,
-                  min_pixels: int | None = None, max_pixels: int | None = None, vllm: dict | None = None
-                  ) -> RolloutGroup:
-    """Rollout actors for evaluation or scoring: joins RAY_ADDRESS's cluster, else starts a local Ray.
-
-    vllm: VLLMSettings fields to score through vLLM engines; None: the transformers backend. A generate
-    call's bound and the restarts of a dead actor are the training run's (configs/base.yaml: rollout.*)."""
-    defaults = load_config().rollout
-    connect_ray(None, max(os.cpu_count() or 1, count + 1))
-    actors = rollout_actors(count, "vllm" if vllm else "hf", str(model), dtype, device, 8, min_pixels, max_pixels,
-                            threads, vllm=vllm, max_restarts=defaults.max_restarts)
-    return RolloutGroup(actors, defaults.generate_timeout_s, defaults.max_restarts)
+def start_scorers(cfg) -> RolloutGroup:
+    """The rollout actors of a scoring config (evaluation/scoring_args.py), as training starts them: joins
+    ray.address or RAY_ADDRESS's cluster, else starts a local Ray."""
+    connect_ray(cfg.ray.address, cfg.ray.num_cpus or max(os.cpu_count() or 1, cfg.rollout.num_actors + 1))
+    return start_rollouts(cfg)
 
 
 def read_item(item_id: str, texts: list[str], task: str) -> ItemPrediction:

@@ -9,12 +9,6 @@ from evaluation.quality_metrics import quality_metrics
 from rollouts.backend import SamplingSettings
 
 
-def eval_sampling(greedy: bool, samples: int, max_new_tokens: int, temperature: float, seed: int) -> SamplingSettings:
-    """Greedy (one answer per item) or `samples` answers at `temperature`."""
-    return SamplingSettings(n=1 if greedy else samples, greedy=greedy, max_new_tokens=max_new_tokens,
-                            temperature=temperature, seed=seed)
-
-
 def set_metrics(predictions: list[ItemPrediction], mos: list[float]) -> dict[str, float | None]:
     """quality_metrics over the scored items, plus the counts of `prediction_summary`.
 
@@ -31,13 +25,11 @@ def set_metrics(predictions: list[ItemPrediction], mos: list[float]) -> dict[str
     return out
 
 
-def evaluate(rollouts, items: list, load, task, greedy: bool, samples: int, max_new_tokens: int, batch_size: int,
-             temperature: float = 1.0, seed: int = 0) -> dict[str, float | None]:
+def evaluate(rollouts, items: list, load, task, sampling: SamplingSettings, batch_size: int) -> dict[str, float | None]:
     """Validation during training: manifest items through the rollout actors (a RolloutGroup) -> set_metrics.
 
     Items are loaded a chunk at a time by load(item) -> RolloutRequest; an unreadable one (MediaError) is
     counted, not scored. task: a function of the item ("iqa" | "vqa").
     """
-    sampling = eval_sampling(greedy, samples, max_new_tokens, temperature, seed)
     predictions = predict(rollouts, items, load, lambda item: item.item_id, task, sampling, batch_size)
     return set_metrics(predictions, [item.mos for item in items])

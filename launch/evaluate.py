@@ -1,8 +1,10 @@
 """Evaluate a quality model on labelled sets: SRCC / PLCC / KRCC / MAE per dataset, tables, plots, JSON.
 
-    python launch/evaluate.py --model artifacts/run/policy \
+    python launch/evaluate.py --model artifacts/run/policy --config configs/local.yaml \
         --manifest artifacts/data/generated/manifest.parquet --split test
     python launch/evaluate.py --model PATH --manifest koniq.parquet --manifest spaq.parquet --samples 6
+
+Decoding, actor and video options default to the run config's (configs/base.yaml, or --config on top).
 
 The model (any local Qwen2.5-VL folder, or a preresq run folder with `policy/`) answers through the
 rollout actors, as in training; on a Ray cluster (RAY_ADDRESS, `ray job submit`) `--num-actors`
@@ -31,13 +33,15 @@ from evaluation.eval_report import (  # noqa: E402
 )
 from evaluation.prediction import ItemPrediction, predict, start_scorers  # noqa: E402
 from evaluation.quality_metrics import quality_metrics  # noqa: E402
-from evaluation.scoring_args import add_scoring_args, check_scoring_args, vllm_settings  # noqa: E402
-from evaluation.validation import eval_sampling, set_metrics  # noqa: E402
+from evaluation.scoring_args import add_scoring_args, scoring_config  # noqa: E402
+from evaluation.validation import set_metrics  # noqa: E402
 from launch.trainer.tracking import Tracker  # noqa: E402
 from qadata.manifest import Item, ManifestError, items, read_manifest  # noqa: E402
 from qadata.media import MediaError, load_image  # noqa: E402
 from qadata.requests import media_request  # noqa: E402
 from rewards.answer_format import TASK_OF_KIND  # noqa: E402
+from qadata.video import VideoSettings  # noqa: E402
+from rollouts.backend import SamplingSettings  # noqa: E402
 from rollouts.processor import resolve_model  # noqa: E402
 
 def parse_args(argv):
@@ -54,7 +58,7 @@ def parse_args(argv):
     p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: MLFLOW_TRACKING_URI or sqlite)")
     p.add_argument("--experiment", default="preresq-eval")
     args = p.parse_args(argv)
-    args.video = check_scoring_args(p, args)
+    args.cfg = scoring_config(p, args)
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
     return args
@@ -104,23 +108,25 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     try:
         model = resolve_model(args.model)
+        args.cfg.model.path = str(model)
         sets, groups = load_sets(args.manifest, args.split, args.limit, args.by)
     except (FileNotFoundError, ManifestError) as error:
         raise SystemExit(f"preresq evaluate: {error}") from None
     method = args.name or (model.parent.name if model.name == "policy" else model.name)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rollouts = start_scorers(model, args.num_actors, args.device, args.dtype, args.threads,
-                             args.min_pixels, args.max_pixels, vllm_settings(args))
-    sampling = eval_sampling(args.samples == 1, args.samples, args.max_new_tokens, args.temperature, args.seed)
+    cfg = args.cfg
+    rollouts = start_scorers(cfg)
+    sampling = SamplingSettings.evaluation(cfg.eval, cfg.rollout, cfg.run.seed)
+    video = VideoSettings(**cfg.video)
     started = time.time()
 
     rows, group_rows, records, plotted, ours = [], [], [], {}, {}
     for name, members in sets.items():
         task = TASK_OF_KIND[members[0].kind]
         predictions = predict(
-            rollouts, members, lambda i: media_request(i.item_id, i.path, i.kind, task, args.video),
-            lambda i: i.item_id, task, sampling, args.batch_size, desc=f"{name} ({len(members)} items)",
+            rollouts, members, lambda i: media_request(i.item_id, i.path, i.kind, task, video),
+            lambda i: i.item_id, task, sampling, cfg.eval.batch_size, desc=f"{name} ({len(members)} items)",
         )
         mos = np.array([i.mos for i in members])
         brisque = brisque_scores(members) if args.baseline == "brisque" and task == "iqa" else None
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     table = results_frame(rows)
     comparison, sources = published_comparison(ours, method)
-    decoding = "greedy" if args.samples == 1 else f"mean of {args.samples} samples at T={args.temperature}"
+    decoding = "greedy" if cfg.eval.greedy else f"mean of {cfg.eval.samples} samples at T={cfg.rollout.temperature}"
     by_table = pd.DataFrame(group_rows) if group_rows else None
     files = write_outputs(out_dir, table, by_table, comparison, sources, records, plotted, method, decoding, args)
     summary = {"method": method, "model": str(model), "decoding": decoding, "seconds": time.time() - started,
@@ -182,7 +188,7 @@ def write_outputs(out_dir: Path, table, by_table, comparison: str, sources: list
     csv = out_dir / "results.csv"
     table.to_csv(csv, index=False)
     md = out_dir / "results.md"
-    text = [f"# Evaluation of {method}", "", f"Decoding: {decoding}; split: {args.split}; seed {args.seed}.",
+    text = [f"# Evaluation of {method}", "", f"Decoding: {decoding}; split: {args.split}; seed {args.cfg.run.seed}.",
             "PLCC is given raw and after the 4-parameter logistic fit (the fit may fall, so that PLCC is >= 0 even "
             "for a reversed predictor: read it beside SRCC); undefined means a constant side or < 3 items.",
             "BRISQUE: correlations of its negated score (lower is better); MAE after a fixed map 0..100 -> 5..1.",
@@ -206,8 +212,10 @@ def write_outputs(out_dir: Path, table, by_table, comparison: str, sources: list
 
 
 def log_to_mlflow(args, method: str, table, files: list[Path]) -> None:
+    e = args.cfg.eval
     params = {"model": args.model, "manifests": ",".join(args.manifest), "split": args.split,
-              "samples": args.samples, "temperature": args.temperature, "seed": args.seed}
+              "samples": e.samples, "greedy": e.greedy, "temperature": args.cfg.rollout.temperature,
+              "seed": args.cfg.run.seed, "config": args.config or "configs/base.yaml"}
     tracker = Tracker(True, args.tracking_uri, args.experiment, f"eval-{method}", params)
     metrics = {}
     for _, row in table.iterrows():

@@ -1,12 +1,13 @@
 """Score your own images and videos with a trained model: a score on [1, 5], aspect scores, reasoning.
 
-    python launch/score.py --model artifacts/run/policy photos/ clip.mp4 --output scores.csv
+    python launch/score.py --model artifacts/run/policy --config configs/local.yaml photos/ clip.mp4 --output scores.csv
     python launch/score.py --model PATH --list paths.txt --output scores.jsonl --samples 6
 
 Inputs are files, folders (searched recursively) and `--list` files of paths, one per line. Output is
 CSV or JSONL by its extension, a row per file, appended a batch at a time: rerun the same command
 after an interruption and files already in the output are skipped (`--retry-errors` re-scores those
-that failed). A file that cannot be scored gets its error in the row; the rest goes on.
+that failed). A file that cannot be scored gets its error in the row; the rest goes on. Decoding, actor
+and video options default to the run config's (configs/base.yaml, or --config on top).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ray  # noqa: E402
 
 from evaluation.prediction import ItemPrediction, predict, start_scorers  # noqa: E402
-from evaluation.scoring_args import add_scoring_args, check_scoring_args, vllm_settings  # noqa: E402
-from evaluation.validation import eval_sampling  # noqa: E402
+from evaluation.scoring_args import add_scoring_args, scoring_config  # noqa: E402
 from qadata.requests import media_request  # noqa: E402
 from rewards.answer_format import IQA_ASPECTS, TASK_OF_KIND, VQA_SCORES  # noqa: E402
+from qadata.video import VideoSettings  # noqa: E402
+from rollouts.backend import SamplingSettings  # noqa: E402
 from rollouts.processor import resolve_model  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -153,7 +155,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if not args.inputs and not args.list:
         p.error("give files or folders to score, or --list")
-    args.video = check_scoring_args(p, args)
+    args.cfg = scoring_config(p, args)
     return args
 
 
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     try:
         model = resolve_model(args.model)
+        args.cfg.model.path = str(model)
         output = ScoreFile(args.output)
         paths = collect(args.inputs, args.list)
     except (FileNotFoundError, ValueError) as error:
@@ -179,15 +182,16 @@ def main(argv: list[str] | None = None) -> dict:
                        for p in todo if p in rejected])
     by_kind = {kind: [p for p in todo if p not in rejected and kind_of(p) == kind] for kind in ("image", "video")}
     if any(by_kind.values()):
-        rollouts = start_scorers(model, args.num_actors, args.device, args.dtype, args.threads,
-                             args.min_pixels, args.max_pixels, vllm_settings(args))
-        sampling = eval_sampling(args.samples == 1, args.samples, args.max_new_tokens, args.temperature, args.seed)
+        cfg = args.cfg
+        rollouts = start_scorers(cfg)
+        sampling = SamplingSettings.evaluation(cfg.eval, cfg.rollout, cfg.run.seed)
+        video = VideoSettings(**cfg.video)
         for kind, members in by_kind.items():
             if not members:
                 continue
             task = TASK_OF_KIND[kind]
-            predict(rollouts, members, lambda path: media_request(path, path, kind, task, args.video),
-                    lambda path: path, task, sampling, args.batch_size, desc=f"scoring {len(members)} {kind}s",
+            predict(rollouts, members, lambda path: media_request(path, path, kind, task, video),
+                    lambda path: path, task, sampling, cfg.eval.batch_size, desc=f"scoring {len(members)} {kind}s",
                     on_chunk=lambda chunk: output.append([row_of(p.item_id, kind, task, p) for p in chunk]))
         ray.shutdown()
     rows = output.read()

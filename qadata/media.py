@@ -13,7 +13,7 @@ from struct import error as struct_error
 from PIL import Image, ImageOps
 
 from qadata.errors import MediaError
-from qadata.video import VideoSettings, video_pictures
+from qadata.video import video_pictures
 
 __all__ = ["MediaError", "check_picture", "load_image", "load_pictures"]
 
@@ -61,16 +61,16 @@ def load_image(path: str | Path) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_pictures(path: str | Path, kind: str, video=None) -> list[Image.Image]:
+def load_pictures(path: str | Path, kind: str, video) -> list[Image.Image]:
     """The pictures the model sees for one item: [image], or a video's [global grid, local frames...].
 
-    video: a `qadata.video.VideoSettings` (its defaults when None).
+    video: a `qadata.video.VideoSettings` (used for videos only).
     """
     if kind == "image":
         return [load_image(path)]
     if kind == "video":
         try:
-            pictures = video_pictures(path, video or VideoSettings())
+            pictures = video_pictures(path, video)
         except (MediaError, MemoryError):
             raise
         except Exception as error:  # a decoder's own error type, on a file it could not make sense of

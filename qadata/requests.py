@@ -9,11 +9,13 @@ from qadata.manifest import items, read_manifest
 from qadata.media import MediaError, load_pictures
 from qadata.sampler import BatchSampler
 from qadata.video import VideoSettings
-from rewards.answer_format import TASK_OF_KIND, chat_messages
+from rewards.answer_format import ANSWER_DIMS, TASK_OF_KIND, chat_messages
 from rollouts.backend import RolloutRequest
 
+DATA_TASKS = ("auto", *ANSWER_DIMS)  # auto: each item's task from its kind (TASK_OF_KIND)
 
-def media_request(item_id: str, path: str, kind: str, task: str, video=None) -> RolloutRequest:
+
+def media_request(item_id: str, path: str, kind: str, task: str, video: VideoSettings) -> RolloutRequest:
     """The rollout request for one media file (MediaError if it cannot be read); video: VideoSettings."""
     pictures = load_pictures(path, kind, video)
     return RolloutRequest(item_id, pictures, chat_messages(task, len(pictures)), task)
@@ -69,3 +71,13 @@ class RunData:
                     continue
                 mos.append(float(self.labels[index]))
         return requests, mos
+
+    def readable_eval(self) -> list[RolloutRequest]:
+        """The evaluation items' requests, unreadable ones left out (they are counted by validation)."""
+        requests = []
+        for item in self.eval:
+            try:
+                requests.append(self.load(item))
+            except MediaError:
+                pass
+        return requests

@@ -23,23 +23,18 @@ from PIL import Image
 from qadata.errors import MediaError
 
 
+MIN_CELL_SIDE = 28  # one vision patch pair of Qwen2.5-VL: a smaller grid cell carries nothing
+
+
 @dataclass(frozen=True)
 class VideoSettings:
-    global_frames: int = 16      # N frames in the packed picture
-    grid_columns: int = 4        # the grid is columns x ceil(N / columns)
-    cell_scale: float = 0.25     # each packed frame's side relative to the frame's (0.25: a 4x4 grid ~ one frame)
-    local_frames: int = 3        # L full-resolution frames
-    min_cell_side: int = 28      # one vision patch pair of Qwen2.5-VL: smaller cells carry nothing
-    decoder: str = "pyav"        # pyav | decord: same frames; pyav decodes about half as much
+    """The config's `video:` section (values and their checks: configs/base.yaml, launch/trainer/config.py)."""
 
-    def __post_init__(self):
-        for name in ("global_frames", "grid_columns", "local_frames"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"video.{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 < self.cell_scale <= 1:
-            raise ValueError(f"video.cell_scale must be in (0, 1], got {self.cell_scale}")
-        if self.decoder not in ("pyav", "decord"):
-            raise ValueError(f"video.decoder must be pyav or decord, got {self.decoder!r}")
+    global_frames: int   # N frames in the packed picture
+    grid_columns: int    # the grid is columns x ceil(N / columns)
+    cell_scale: float    # each packed frame's side relative to the frame's (0.25: a 4x4 grid ~ one frame)
+    local_frames: int    # L full-resolution frames
+    decoder: str         # a key of DECODERS: the same frames either way
 
 
 def uniform_times(start: float, end: float, count: int) -> np.ndarray:
@@ -80,11 +75,11 @@ def sampled(starts: np.ndarray, end: float, settings: VideoSettings) -> tuple[np
 
 def cell_size(width: int, height: int, settings: VideoSettings) -> tuple[int, int]:
     """(w, h) of one packed frame in the grid."""
-    return (max(settings.min_cell_side, round(width * settings.cell_scale)),
-            max(settings.min_cell_side, round(height * settings.cell_scale)))
+    return (max(MIN_CELL_SIDE, round(width * settings.cell_scale)),
+            max(MIN_CELL_SIDE, round(height * settings.cell_scale)))
 
 
-def video_pictures(path: str | Path, settings: VideoSettings = VideoSettings()) -> list[Image.Image]:
+def video_pictures(path: str | Path, settings: VideoSettings) -> list[Image.Image]:
     """[global grid picture, local frame 1..L] as RGB PIL images; MediaError for unreadable or empty clips."""
     cells, local = DECODERS[settings.decoder](path, settings)
     return [pack_grid(cells, settings.grid_columns), *(Image.fromarray(frame) for frame in local)]
@@ -129,4 +124,5 @@ def shrink(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
 
 
+# pyav skips the frames nothing refers to (about half on B-frame streams); decord decodes up to each wanted one.
 DECODERS = {"pyav": pyav_frames, "decord": decord_frames}

@@ -21,20 +21,28 @@ from rewards.answer_format import answer_dims, parse_answers, read_scores, well_
 BALANCE_DIMS = {"iqa": 4, "vqa": 2}
 
 
+# Constants of the method's formulas (ALGORITHM.md), not options: the paper does not tune them.
+BALANCE_TOLERANCE = 0.05  # an end of a triplet "near" its middle
+EXACT_TOLERANCE = 0.02  # rank_to_mos: a prediction this close to the MOS counts as exact
+BALANCE_SCALE = 0.5  # the triplet-balance term enters the response branch at half weight
+IQA_DIVISOR = 3.0  # IQA accuracy = (response + preference) / 3
+
+
 @dataclass(frozen=True)
 class PRPOWeights:
-    """Reference defaults of every weight in the reward (prpo.md, "Combination")."""
+    """The reward's tunable weights; their values live in configs/base.yaml (`reward:`)."""
 
-    std_margin: float = 0.5
-    std_penalty: float = 0.5  # lambda_std
-    triplet_balance: float = 0.5  # lambda_tri
-    balance_tolerance: float = 0.05
-    rank_to_mos: float = 1.0  # lambda_rank (IQA only)
-    exact_tolerance: float = 0.02
-    pairwise: float = 0.375
-    balance_scale: float = 0.5
-    triplet_ranking: float = 0.125
-    iqa_divisor: float = 3.0
+    std_margin: float
+    std_penalty: float  # lambda_std
+    triplet_balance: float  # lambda_tri
+    rank_to_mos: float  # lambda_rank (IQA only)
+    pairwise: float
+    triplet_ranking: float
+
+    @classmethod
+    def from_config(cls, reward) -> "PRPOWeights":
+        """The weights of a validated config's `reward` section."""
+        return cls(**{name: getattr(reward, name) for name in cls.__dataclass_fields__})
 
 
 def format_reward(texts: list[str], task: str) -> np.ndarray:
@@ -45,12 +53,12 @@ def format_reward(texts: list[str], task: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- response branch
 
 
-def std_penalty(vectors: np.ndarray, weights: PRPOWeights = PRPOWeights()) -> np.ndarray:
+def std_penalty(vectors: np.ndarray, weights: PRPOWeights) -> np.ndarray:
     """[B, K, D] -> [B, K]: lambda_std * max(0, m - population std over the D numbers)."""
     return weights.std_penalty * np.maximum(0.0, weights.std_margin - vectors.std(axis=-1))
 
 
-def triplet_balance(vectors: np.ndarray, task: str, weights: PRPOWeights = PRPOWeights()) -> np.ndarray:
+def triplet_balance(vectors: np.ndarray, task: str, weights: PRPOWeights) -> np.ndarray:
     """[B, K, D] -> T [B, K] in [0, 1]; zero when K < 3.
 
     Over every 3-subset of an item's answers and each balance dimension, the middle value gains 1
@@ -66,7 +74,7 @@ def triplet_balance(vectors: np.ndarray, task: str, weights: PRPOWeights = PRPOW
     ordered = np.take_along_axis(values, order, axis=2)
     middle = ordered[:, :, 1:2, :]
     gain_by_position = np.ones_like(ordered)
-    gain_by_position[:, :, [0, 2], :] = np.abs(ordered[:, :, [0, 2], :] - middle) < weights.balance_tolerance
+    gain_by_position[:, :, [0, 2], :] = np.abs(ordered[:, :, [0, 2], :] - middle) < BALANCE_TOLERANCE
     answer_of_position = np.take_along_axis(
         np.broadcast_to(triples[None, :, :, None], values.shape), order, axis=2
     )
@@ -77,7 +85,7 @@ def triplet_balance(vectors: np.ndarray, task: str, weights: PRPOWeights = PRPOW
     return gains / (triples_per_answer * dims)
 
 
-def rank_to_mos(predictions: np.ndarray, mos: np.ndarray, weights: PRPOWeights = PRPOWeights()) -> np.ndarray:
+def rank_to_mos(predictions: np.ndarray, mos: np.ndarray, weights: PRPOWeights) -> np.ndarray:
     """[B, K], [B] -> [B, K]: 1 if within 0.02 of the MOS, else exp(-|rank gap| / (K + 1)).
 
     Ranks are positions in the ascending sort of [s_1..s_K, y]; equal values share the rank of
@@ -88,7 +96,7 @@ def rank_to_mos(predictions: np.ndarray, mos: np.ndarray, weights: PRPOWeights =
     rank = (pooled[:, None, :] < pooled[:, :, None]).sum(axis=-1)  # [B, K+1]
     gap = np.abs(rank[:, :group] - rank[:, group:])
     term = np.exp(-gap / (group + 1))
-    return np.where(np.abs(predictions - mos[:, None]) < weights.exact_tolerance, 1.0, term)
+    return np.where(np.abs(predictions - mos[:, None]) < EXACT_TOLERANCE, 1.0, term)
 
 
 # ----------------------------------------------------------------------------- preference branch
@@ -157,7 +165,7 @@ def reward_components(
     vectors: np.ndarray,
     mos: np.ndarray,
     task: str,
-    weights: PRPOWeights = PRPOWeights(),
+    weights: PRPOWeights,
     preference_group: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Every term of the accuracy reward, each [B, K], plus the two branches and "accuracy".
@@ -187,13 +195,13 @@ def reward_components(
         "pairwise": pairwise,
         "triplet_ranking": ranking,
     }
-    balance = weights.balance_scale * weights.triplet_balance * parts["triplet_balance"]
+    balance = BALANCE_SCALE * weights.triplet_balance * parts["triplet_balance"]
     parts["response"] = balance - parts["std_penalty"]
     parts["preference"] = weights.pairwise * parts["pairwise"] + weights.triplet_ranking * parts["triplet_ranking"]
     if task == "iqa":
         parts["rank_to_mos"] = rank_to_mos(predictions, mos, weights)
         parts["response"] = parts["response"] + weights.rank_to_mos * parts["rank_to_mos"]
-        parts["accuracy"] = (parts["response"] + parts["preference"]) / weights.iqa_divisor
+        parts["accuracy"] = (parts["response"] + parts["preference"]) / IQA_DIVISOR
     else:
         parts["accuracy"] = parts["response"] + parts["preference"]
     return parts
@@ -203,7 +211,7 @@ def accuracy_reward(
     scores: np.ndarray,
     mos: np.ndarray,
     task: str,
-    weights: PRPOWeights = PRPOWeights(),
+    weights: PRPOWeights,
     preference_group: int | None = None,
 ) -> np.ndarray:
     """Parsed answer vectors [B, K, D] and MOS [B] -> accuracy reward [B, K]."""
@@ -215,9 +223,8 @@ def accuracy_reward(
 ACCURACY_REWARDS = ("prpo", "absolute_error")
 
 
-def batch_rewards(texts: list[list[str]], mos, tasks: list[str], weights: PRPOWeights = PRPOWeights(),
-                  format_weight: float = 1.0, accuracy_weight: float = 1.0, preference_group: int | None = None,
-                  accuracy: str = "prpo") -> dict[str, np.ndarray]:
+def batch_rewards(texts: list[list[str]], mos, tasks: list[str], weights: PRPOWeights, format_weight: float,
+                  accuracy_weight: float, preference_group: int | None, accuracy: str) -> dict[str, np.ndarray]:
     """One step's answers texts [B][K], MOS [B] and each item's task [B] -> every term and the total.
 
     Returns {"total", "accuracy", "format", every PRPO term, "prediction" (mean of the parsed numbers),

@@ -16,15 +16,28 @@ import torch
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """n answers per prompt; temperature 1 with no top-k/top-p truncation is GRPO's default."""
+    """n answers per prompt (greedy: one, the most likely); seed None: unseeded. Built from the config."""
 
-    n: int = 6
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 256
-    seed: int | None = None
-    greedy: bool = False
+    n: int
+    temperature: float
+    top_p: float
+    top_k: int  # 0: no top-k truncation
+    max_new_tokens: int
+    seed: int | None
+    greedy: bool
+
+    @classmethod
+    def training(cls, rollout, seed: int) -> "SamplingSettings":
+        """A step's G answers per item, from the config's `rollout` section."""
+        return cls(n=rollout.group_size, temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
+                   max_new_tokens=rollout.max_new_tokens, seed=seed, greedy=False)
+
+    @classmethod
+    def evaluation(cls, evaluation, rollout, seed: int) -> "SamplingSettings":
+        """Validation and scoring (`eval` section): greedy, or `samples` answers at the rollout temperature."""
+        return cls(n=1 if evaluation.greedy else evaluation.samples, temperature=rollout.temperature,
+                   top_p=rollout.top_p, top_k=rollout.top_k, max_new_tokens=evaluation.max_new_tokens, seed=seed,
+                   greedy=evaluation.greedy)
 
 
 @dataclass
@@ -35,7 +48,7 @@ class RolloutRequest:
     item_id: str
     images: list
     messages: list[dict]
-    task: str = "iqa"
+    task: str  # iqa | vqa
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -13,20 +12,14 @@ from rollouts.processor import QualityProcessor
 
 
 class HFRolloutBackend:
-    def __init__(
-        self,
-        model_path: str | Path,
-        dtype: str = "float32",
-        device: str = "cpu",
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-        prompt_chunk: int = 8,
-    ):
-        self.processor = QualityProcessor(model_path, min_pixels, max_pixels)
-        self.model = load_policy(model_path, dtype=dtype, device=device)
+    """model, rollout: the config's sections (ModelConfig, RolloutConfig)."""
+
+    def __init__(self, model, rollout):
+        self.processor = QualityProcessor(model.path, model.min_pixels, model.max_pixels)
+        self.model = load_policy(model.path, dtype=model.dtype, device=rollout.device)
         self.model.eval()
-        self.device = device
-        self.prompt_chunk = prompt_chunk
+        self.device = rollout.device
+        self.prompt_chunk = rollout.prompt_chunk
         self._version = 0
 
     @torch.no_grad()

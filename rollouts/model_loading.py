@@ -11,7 +11,7 @@ from rollouts.processor import require_model_folder
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_policy(folder: str | Path, dtype: str = "float32", device: str = "cpu"):
+def load_policy(folder: str | Path, dtype: str, device: str):
     """A Qwen2.5-VL model from `folder` in `dtype` on `device`; a clear error names a bad folder."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 

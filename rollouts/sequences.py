@@ -36,7 +36,7 @@ def join_prompt_and_completions(
 
 
 def completion_logprobs(
-    model, prompts: dict[str, torch.Tensor], completions: list[list[int]], pad_id: int, temperature: float = 1.0
+    model, prompts: dict[str, torch.Tensor], completions: list[list[int]], pad_id: int, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log-probs of each completion token under `model` at the sampling temperature.
 

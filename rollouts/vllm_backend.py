@@ -24,7 +24,6 @@ import json
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -34,19 +33,8 @@ from rollouts.backend import Completion, RolloutRequest, SamplingSettings
 from rollouts.processor import IMAGE_PAD, answer_token_ids, require_model_folder
 from rollouts.prompt_budget import PromptLimits, budget_problem
 
-
-@dataclass(frozen=True)
-class VLLMSettings:
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.5   # share of the GPU for weights + KV cache (GPU only)
-    kv_cache_bytes: int | None = None     # KV cache size in bytes; required on CPU, overrides the share on GPU
-    max_model_len: int = 8192             # prompt + answer tokens
-    max_pictures: int = 4                 # pictures per prompt (a video prompt has 1 + local frames)
-    enforce_eager: bool = False
-    sleep: bool = False                   # colocated: free the GPU between generations
-    weight_sync: str = "object_store"     # object_store | nccl | ipc
-    sync_timeout_s: float = 600.0
-    on_oversized: str = "fail"            # fail | skip: a prompt over the limits
+WEIGHT_SYNCS = ("object_store", "nccl", "ipc")
+ON_OVERSIZED = ("fail", "skip")  # a prompt over the engine's limits: the step fails, or the item is skipped
 
 
 def call_with_timeout(what: str, timeout_s: float, function, *args, **kwargs):
@@ -63,14 +51,14 @@ def call_with_timeout(what: str, timeout_s: float, function, *args, **kwargs):
     worker.start()
     worker.join(timeout_s)
     if worker.is_alive():
-        raise TimeoutError(f"{what} did not finish within {timeout_s:.0f} s (rollout.vllm.sync_timeout_s); "
+        raise TimeoutError(f"{what} did not finish within {timeout_s:.0f} s (rollout.sync_timeout_s); "
                            "the engine is stuck: check the learner and rollout logs")
     if "error" in result:
         raise result["error"]
     return result.get("value")
 
 
-def kv_cache_arguments(settings: VLLMSettings, device: str) -> dict:
+def kv_cache_arguments(settings, device: str) -> dict:
     """The engine's KV-cache sizing. On CPU always bytes: vLLM's CPU build reads a share as a share of
     NUMA node 0's memory minus its own RSS, which is negative on some machines of one kind."""
     if settings.kv_cache_bytes is not None:
@@ -98,14 +86,17 @@ def _picture_settings(folder: Path, min_pixels: int | None, max_pixels: int | No
 
 
 class VLLMRolloutBackend:
-    def __init__(self, model_path: str | Path, dtype: str = "bfloat16", device: str = "cuda",
-                 min_pixels: int | None = None, max_pixels: int | None = None,
-                 settings: VLLMSettings = VLLMSettings(), seed: int = 0):
+    """model, rollout: the config's sections (ModelConfig, RolloutConfig: its `vllm` settings and
+    sync_timeout_s); seed: the engine's own seed, run.seed (each request is seeded as well)."""
+
+    def __init__(self, model, rollout, seed: int):
         from transformers import AutoTokenizer
         from vllm import LLM
 
-        folder = require_model_folder(model_path)
-        self.settings = settings
+        folder = require_model_folder(model.path)
+        dtype, device, min_pixels, max_pixels = model.dtype, rollout.device, model.min_pixels, model.max_pixels
+        self.settings = settings = rollout.vllm
+        self.sync_timeout_s = rollout.sync_timeout_s
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.eos_ids, self.vision_ids = answer_token_ids(self.tokenizer)
         self.image_pad_id = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
@@ -206,7 +197,7 @@ class VLLMRolloutBackend:
 
     def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
         """Hugging Face-named full weights, loaded in place (weight_sync: object_store)."""
-        call_with_timeout(f"weight sync to version {version}", self.settings.sync_timeout_s,
+        call_with_timeout(f"weight sync to version {version}", self.sync_timeout_s,
                           self._reload, weights)
         self._version = version
 

@@ -60,10 +60,11 @@ def _clips(folder: Path) -> list:
     from qadata.benchmark_set import pan_clip
     from qadata.generated import photo_pixels
     from qadata.video import video_pictures
+    from helpers import video_settings
     from qadata.video_files import write_video
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     paths = [write_video(folder / f"{photo}.mp4", pan_clip(photo_pixels(photo), 16, 64, rng), fps=24)
              for photo in ("chelsea", "coffee", "astronaut", "rocket")]
-    return [video_pictures(path) for path in paths]
+    return [video_pictures(path, video_settings()) for path in paths]

@@ -12,6 +12,7 @@ from scipy import stats
 from evaluation.brisque_baseline import brisque_score
 from qadata.benchmark_set import HELD_OUT, IMAGE_TYPES, VIDEO_TYPES, ci_benchmark
 from qadata.manifest import read_manifest
+from helpers import video_settings
 from qadata.video import video_pictures
 
 
@@ -45,7 +46,7 @@ def test_splits_hold_out_references_and_one_type(benchmark):
 
 def test_clips_decode_through_the_video_flow(benchmark):
     clip = benchmark[benchmark["kind"] == "video"].iloc[0]
-    grid, *local = video_pictures(clip["path"])
+    grid, *local = video_pictures(clip["path"], video_settings())
     assert len(local) == 3 and local[0].size == (64, 64)
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from launch.trainer.config import ConfigError, load_config
-from launch.grpo import config_changes, result_config
+from launch.trainer.run_state import config_changes, result_config
 from launch.trainer.tracking import Tracker
 from qadata.manifest import items, read_manifest, write_manifest
 from qadata.requests import RunData
@@ -131,7 +131,8 @@ def test_a_tracking_server_outage_is_survived_and_nothing_is_lost(tmp_path, caps
 
 
 def test_step_metrics_log_every_reward_term_that_comes_back():
-    from launch.grpo import learning_samples, step_metrics
+    from actors.learner import deal_samples
+    from launch.trainer.metrics import step_metrics
     from rollouts.backend import Completion, RolloutRequest
 
     rewards = {"total": np.array([[1.0, 2.0]]), "accuracy": np.array([[0.5, 1.0]]), "format": np.array([[1.0, 1.0]]),
@@ -145,6 +146,6 @@ def test_step_metrics_log_every_reward_term_that_comes_back():
     assert metrics["answers/parse_rate"] == 0.5 and metrics["answers/distinct_share"] == 1.0
     assert metrics["answers/within_group_spread"] == 0.5 and metrics["learner/tokens"] == 3
     # Answers are dealt to learner ranks round-robin, each with its own advantage.
-    requests = [RolloutRequest("x", [], [])]
-    shards = learning_samples(requests, answers, np.array([[-1.0, 1.0]]), 2)
+    requests = [RolloutRequest("x", [], [], "iqa")]
+    shards = deal_samples(requests, answers, np.array([[-1.0, 1.0]]), 2)
     assert [[s.advantage for s in shard] for shard in shards] == [[-1.0], [1.0]]

@@ -39,8 +39,9 @@ def test_evaluate_writes_tables_json_plots_and_mlflow(tiny_model, generated_data
     out = tmp_path / "eval"
     db = tmp_path / "mlflow.db"
     result = run_cli([
-        "launch/evaluate.py", "--model", str(tiny_model), "--manifest", str(generated_data),
-        "--manifest", str(constant_set(generated_data, tmp_path)), "--split", "test", "--limit", "24",
+        "launch/evaluate.py", "--model", str(tiny_model), "--config", "configs/local.yaml",
+        "--manifest", str(generated_data), "--manifest", str(constant_set(generated_data, tmp_path)),
+        "--split", "test", "--limit", "24",
         "--samples", "2", "--temperature", "0.6", "--max-new-tokens", "48", "--threads", "1",
         "--output-dir", str(out), "--tracking-uri", f"sqlite:///{db}",
     ])
@@ -92,8 +93,8 @@ def test_score_folder_interrupted_and_restarted_has_each_file_once(tiny_model, g
     frames = np.random.default_rng(0).integers(0, 255, (20, 112, 112, 3), dtype=np.uint8)
     write_video(folder / "clip.mp4", frames, fps=10)
     output = tmp_path / "scores.csv"
-    args = [sys.executable, "launch/score.py", "--model", str(tiny_model), str(folder), "--output", str(output),
-            "--batch-size", "2", "--max-new-tokens", "48", "--threads", "1"]
+    args = [sys.executable, "launch/score.py", "--model", str(tiny_model), "--config", "configs/local.yaml", str(folder),
+            "--output", str(output), "--batch-size", "2", "--max-new-tokens", "48", "--threads", "1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300

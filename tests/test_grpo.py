@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from actors.grpo import aggregate, group_advantages, grpo_loss, kl_penalty
+from helpers import loss_options
 
 
 def test_std_normalised_advantages():
@@ -16,13 +17,13 @@ def test_std_normalised_advantages():
 
 
 def test_drgrpo_advantages_are_only_centred():
-    got = group_advantages(torch.tensor([[1.0, 2.0, 6.0]]), "drgrpo")
+    got = group_advantages(torch.tensor([[1.0, 2.0, 6.0]]), "drgrpo", 1e-4)
     torch.testing.assert_close(got, torch.tensor([[-2.0, -1.0, 3.0]]))
 
 
 def test_unknown_estimator_is_named():
     with pytest.raises(ValueError, match="'ppo'"):
-        group_advantages(torch.zeros(1, 2), "ppo")
+        group_advantages(torch.zeros(1, 2), "ppo", 1e-4)
 
 
 def test_kl_estimators():
@@ -46,7 +47,7 @@ def test_loss_at_ratio_one_is_minus_advantage_plus_kl():
     ref = torch.log(torch.tensor([[0.25, 0.5], [0.5, 0.5]]))
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
     adv = torch.tensor([1.0, -1.0])
-    loss, stats = grpo_loss(logp, logp, ref, adv, mask, kl_coef=0.1)
+    loss, stats = grpo_loss(logp, logp, ref, adv, mask, **loss_options(kl_coef=0.1))
     k3 = math.exp(math.log(0.5)) - math.log(0.5) - 1
     # Answer 0: tokens -1 + 0.1*k3 and -1 -> mean; answer 1: one token +1.
     expected = ((-1 + 0.1 * k3 - 1) / 2 + 1) / 2
@@ -59,7 +60,7 @@ def test_clipping_and_its_gradient():
     old = torch.zeros(2, 1)
     logp = torch.full((2, 1), math.log(1.5), requires_grad=True)
     mask = torch.ones(2, 1)
-    loss, stats = grpo_loss(logp, old, None, torch.tensor([1.0, -1.0]), mask, clip_low=0.2, clip_high=0.2)
+    loss, stats = grpo_loss(logp, old, None, torch.tensor([1.0, -1.0]), mask, **loss_options())
     # A = +1: min(1.5, 1.2) -> 1.2 (clipped, no gradient); A = -1: min(-1.5, -1.2) -> -1.5.
     assert loss.item() == pytest.approx((-1.2 + 1.5) / 2)
     assert stats["clip_fraction"] == pytest.approx(0.5)
@@ -71,7 +72,7 @@ def test_clipping_and_its_gradient():
 def test_clip_higher_is_asymmetric():
     old = torch.zeros(1, 1)
     logp = torch.full((1, 1), math.log(1.25))
-    loss, _ = grpo_loss(logp, old, None, torch.tensor([1.0]), torch.ones(1, 1), clip_low=0.2, clip_high=0.28)
+    loss, _ = grpo_loss(logp, old, None, torch.tensor([1.0]), torch.ones(1, 1), **loss_options(clip_high=0.28))
     assert loss.item() == pytest.approx(-1.25)
 
 
@@ -86,8 +87,9 @@ def test_truncated_importance_weights_cap_and_reweight_the_policy_term():
     assert torch.allclose(weights, expected, atol=1e-6)
     assert stats["is_capped"] == pytest.approx(2 / 5) and stats["is_weight"] == pytest.approx(6.5 / 5)
     logprobs = old.clone().requires_grad_(True)
-    plain, _ = grpo_loss(logprobs, old, None, torch.tensor([1.0, -1.0]), mask, kl_coef=0.0)
-    weighted, _ = grpo_loss(logprobs, old, None, torch.tensor([1.0, -1.0]), mask, kl_coef=0.0, is_weights=weights)
+    plain, _ = grpo_loss(logprobs, old, None, torch.tensor([1.0, -1.0]), mask, **loss_options(kl_coef=0.0))
+    weighted, _ = grpo_loss(logprobs, old, None, torch.tensor([1.0, -1.0]), mask,
+                            **loss_options(kl_coef=0.0, is_weights=weights))
     # ratio 1 everywhere: per-answer policy term is -A x mean weight over its tokens
     assert float(plain) == pytest.approx(0.0)
     assert float(weighted) == pytest.approx(((-1 * 5 / 3) + (1 * 1.5 / 2)) / 2)

@@ -9,13 +9,12 @@ import pytest
 
 from actors.lr_schedule import learning_rate
 from actors.reward import RewardWorker
-from helpers import ROOT
+from helpers import ROOT, reward_section
 from launch.trainer.config import load_config
 from launch.trainer.checkpoint import CheckpointStore
 from launch.trainer.health import HealthGuard
 from rewards.absolute_error import absolute_error_reward
 from rewards.answer_format import format_answer, parse_answer, read_scores
-from rewards.prpo import PRPOWeights
 
 
 def healthy(**changes) -> dict:
@@ -103,14 +102,14 @@ def test_snapshots_are_kept_newest_first_and_dropped_after_a_rollback(tmp_path):
 
 
 def test_learning_rate_schedule():
-    assert learning_rate(1, 1e-3, 100, warmup_steps=10) == pytest.approx(1e-4)
-    assert learning_rate(50, 1e-3, 100) == 1e-3
-    assert learning_rate(10, 1e-3, 100, "cosine", 10, 0.1) == pytest.approx(1e-3)
-    assert learning_rate(100, 1e-3, 100, "cosine", 10, 0.1) == pytest.approx(1e-4)
-    assert learning_rate(55, 1e-3, 100, "cosine", 10, 0.1) == pytest.approx(0.55e-3)
-    assert learning_rate(50, 1e-3, 100, scale=0.25) == pytest.approx(2.5e-4)
+    assert learning_rate(1, 1e-3, 100, "constant", 10, 0.0, 1.0) == pytest.approx(1e-4)
+    assert learning_rate(50, 1e-3, 100, "constant", 0, 0.0, 1.0) == 1e-3
+    assert learning_rate(10, 1e-3, 100, "cosine", 10, 0.1, 1.0) == pytest.approx(1e-3)
+    assert learning_rate(100, 1e-3, 100, "cosine", 10, 0.1, 1.0) == pytest.approx(1e-4)
+    assert learning_rate(55, 1e-3, 100, "cosine", 10, 0.1, 1.0) == pytest.approx(0.55e-3)
+    assert learning_rate(50, 1e-3, 100, "constant", 0, 0.0, 0.25) == pytest.approx(2.5e-4)
     with pytest.raises(ValueError, match="linear"):
-        learning_rate(1, 1e-3, 100, "linear")
+        learning_rate(1, 1e-3, 100, "linear", 0, 0.0, 1.0)
 
 
 def test_a_160_digit_answer_parses_without_inf():
@@ -121,7 +120,7 @@ def test_a_160_digit_answer_parses_without_inf():
     assert read_scores(text, "iqa") is None
     assert read_scores("<answer>" + "9" * 400 + " 2 2 2 2</answer>", "iqa") is None
     good = format_answer("fine", [3, 3, 3, 3, 3])
-    scored = RewardWorker("iqa", PRPOWeights()).score([[text, good, good], [good, good, text]], [2.0, 4.0])
+    scored = RewardWorker("iqa", reward_section()).score([[text, good, good], [good, good, text]], [2.0, 4.0])
     for key, value in scored.items():
         assert np.all(np.isfinite(value)), key
     assert scored["parsed"].tolist() == [[0, 1, 1], [1, 1, 0]]
@@ -130,7 +129,7 @@ def test_a_160_digit_answer_parses_without_inf():
 def test_absolute_error_reward_and_its_worker_option():
     assert absolute_error_reward(np.array([[1.0, 3.0, 5.0]]), np.array([3.0])).tolist() == [[0.5, 1.0, 0.5]]
     answers = [[format_answer("x", [2] * 5), format_answer("x", [4] * 5)]]
-    plain = RewardWorker("iqa", PRPOWeights(), accuracy="absolute_error").score(answers, [2.0])
+    plain = RewardWorker("iqa", reward_section(accuracy="absolute_error")).score(answers, [2.0])
     assert plain["accuracy"].tolist() == [[1.0, 0.5]] and plain["total"].tolist() == [[2.0, 1.5]]
     with pytest.raises(ValueError, match="reward.accuracy"):
-        RewardWorker("iqa", PRPOWeights(), accuracy="mse")
+        RewardWorker("iqa", reward_section(accuracy="mse"))

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import run_cli
+from helpers import run_cli, video_settings
 from qadata.benchmark_set import ci_benchmark
 from qadata.manifest import read_manifest, write_manifest
 from qadata.media import load_pictures
@@ -42,10 +42,10 @@ def test_odd_media_load_and_broken_media_raise(tmp_path):
 
     for name, (kind, readable) in broken_media(tmp_path / "media").items():
         if readable:
-            assert all(p.mode == "RGB" for p in load_pictures(tmp_path / "media" / name, kind))
+            assert all(p.mode == "RGB" for p in load_pictures(tmp_path / "media" / name, kind, video_settings()))
         else:
             with pytest.raises(MediaError, match=name):
-                load_pictures(tmp_path / "media" / name, kind)
+                load_pictures(tmp_path / "media" / name, kind, video_settings())
 
 
 def test_mixed_image_video_run_with_broken_media(tiny_model, tmp_path):

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 
-from helpers import run_cli
+from helpers import run_cli, video_settings
 from qadata.requests import media_request
 from odd_media import kind_of, make_odd_media
 from qadata.manifest import items, read_manifest, write_manifest
@@ -29,7 +29,7 @@ def test_each_kind_loads_or_is_a_media_error_naming_the_file(odd):
         path = str(folder / name)
         task = "iqa" if kind_of(name) == "image" else "vqa"
         try:
-            request = media_request(name, path, kind_of(name), task)
+            request = media_request(name, path, kind_of(name), task, video_settings())
         except MediaError as error:
             assert expected != "loads" and path in str(error), (name, error)
             continue
@@ -65,7 +65,8 @@ def test_training_evaluate_and_score_go_through_every_kind(odd, tiny_model, gene
     assert summary["val_after"]["items"] == len(kinds) and summary["val_after"]["unreadable"] == len(skipped)
     assert "skipping unreadable media" in train.stdout
 
-    evaluation = run_cli(["launch/evaluate.py", "--model", str(tiny_model), "--manifest", str(manifest),
+    evaluation = run_cli(["launch/evaluate.py", "--model", str(tiny_model), "--config", "configs/local.yaml",
+                          "--manifest", str(manifest),
                           "--split", "test", "--max-new-tokens", "24", "--threads", "1", "--no-tracking",
                           "--output-dir", str(tmp_path / "eval")])
     assert evaluation.returncode == 0, evaluation.stdout[-3000:] + evaluation.stderr[-3000:]
@@ -76,7 +77,8 @@ def test_training_evaluate_and_score_go_through_every_kind(odd, tiny_model, gene
         assert name in (records[name]["error"] or ""), (name, records[name])
 
     output = tmp_path / "scores.csv"
-    score = run_cli(["launch/score.py", "--model", str(tiny_model), str(folder), str(folder / "missing.png"),
+    score = run_cli(["launch/score.py", "--model", str(tiny_model), "--config", "configs/local.yaml", str(folder),
+                     str(folder / "missing.png"),
                      "--output", str(output), "--max-new-tokens", "24", "--threads", "1"])
     assert score.returncode == 0, score.stdout[-3000:] + score.stderr[-3000:]
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(output, newline=""))}

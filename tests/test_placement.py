@@ -12,7 +12,8 @@ from test_training_run import overrides
 
 
 def test_separate_gives_each_role_its_own_gpus():
-    p = plan("separate", rollouts=2, learners=4, rollout_gpu=True, learner_cpus=2, learner_gpus=1)
+    p = plan("separate", rollouts=2, learners=4, rollout_gpu=True, learner_cpus=2, learner_gpus=1,
+             colocated_rollout_share=0.5)
     assert p.bundles == [{"CPU": 1.0, "GPU": 1.0}] * 2 + [{"CPU": 2.0, "GPU": 1.0}] * 4
     assert [s.bundle for s in p.rollouts] == [0, 1] and [s.bundle for s in p.learners] == [2, 3, 4, 5]
     assert sum(b.get("GPU", 0) for b in p.bundles) == 6
@@ -27,10 +28,10 @@ def test_colocated_shares_one_gpu_per_slot():
 
 
 def test_cpu_bundles_and_no_placement():
-    assert plan("separate", 1, 1, False, 1, 0).bundles == [{"CPU": 1.0}, {"CPU": 1.0}]
-    assert plan("none", 1, 2, False, 1, 0).bundles == []
+    assert plan("separate", 1, 1, False, 1, 0, 0.5).bundles == [{"CPU": 1.0}, {"CPU": 1.0}]
+    assert plan("none", 1, 2, False, 1, 0, 0.5).bundles == []
     with pytest.raises(ValueError, match="placement mode 'spread'"):
-        plan("spread", 1, 1, False, 1, 0)
+        plan("spread", 1, 1, False, 1, 0, 0.5)
 
 
 @pytest.mark.slow

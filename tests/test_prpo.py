@@ -8,6 +8,10 @@ import pytest
 
 from rewards import answer_format, prpo
 from rewards.prpo_literal import literal_pairwise, literal_triplet_ranking
+from helpers import reward_section
+
+# The paper's weights, as configs/base.yaml gives them.
+W = prpo.PRPOWeights.from_config(reward_section())
 
 
 def iqa(*answers):
@@ -53,36 +57,36 @@ def test_unknown_task_is_named():
 def test_std_penalty():
     vectors = np.array([[[3, 3, 3, 3, 3], [1, 2, 3, 4, 5], [3, 3, 3, 3, 3.5]]], dtype=float)
     # sigma = 0, sqrt(2), 0.2 -> 0.5 * max(0, 0.5 - sigma)
-    np.testing.assert_allclose(prpo.std_penalty(vectors), [[0.25, 0.0, 0.15]])
+    np.testing.assert_allclose(prpo.std_penalty(vectors, W), [[0.25, 0.0, 0.15]])
 
 
 def test_triplet_balance_middle_and_near_ends():
-    np.testing.assert_allclose(prpo.triplet_balance(iqa(1, 2, 3), "iqa"), [[0, 1, 0]])
+    np.testing.assert_allclose(prpo.triplet_balance(iqa(1, 2, 3), "iqa", W), [[0, 1, 0]])
     # 2.00 is within 0.05 of the middle 2.03; 3 is not.
-    np.testing.assert_allclose(prpo.triplet_balance(iqa(2.0, 2.03, 3.0), "iqa"), [[1, 1, 0]])
+    np.testing.assert_allclose(prpo.triplet_balance(iqa(2.0, 2.03, 3.0), "iqa", W), [[1, 1, 0]])
     # All equal: stable order makes answer 1 the middle, both ends are within tolerance.
-    np.testing.assert_allclose(prpo.triplet_balance(iqa(2, 2, 2), "iqa"), [[1, 1, 1]])
+    np.testing.assert_allclose(prpo.triplet_balance(iqa(2, 2, 2), "iqa", W), [[1, 1, 1]])
 
 
 def test_triplet_balance_four_answers_and_background_ignored():
     vectors = iqa(1, 2, 3, 4)
     vectors[0, :, 4] = [9, 9, 9, 9]  # background is not looked at
     # Middles: (0,1,2)->1, (0,1,3)->1, (0,2,3)->2, (1,2,3)->2; each answer sits in 3 triples.
-    np.testing.assert_allclose(prpo.triplet_balance(vectors, "iqa"), [[0, 2 / 3, 2 / 3, 0]])
+    np.testing.assert_allclose(prpo.triplet_balance(vectors, "iqa", W), [[0, 2 / 3, 2 / 3, 0]])
 
 
 def test_triplet_balance_needs_three_answers():
-    assert prpo.triplet_balance(iqa(1, 2), "iqa").tolist() == [[0, 0]]
+    assert prpo.triplet_balance(iqa(1, 2), "iqa", W).tolist() == [[0, 0]]
 
 
 def test_rank_to_mos():
-    got = prpo.rank_to_mos(np.array([[2.0, 3.0, 4.0]]), np.array([3.01]))
+    got = prpo.rank_to_mos(np.array([[2.0, 3.0, 4.0]]), np.array([3.01]), W)
     # ranks in [2, 3, 4, 3.01]: 0, 1, 3 and MOS 2; answer 1 is within 0.02.
     np.testing.assert_allclose(got, [[math.exp(-2 / 4), 1.0, math.exp(-1 / 4)]])
 
 
 def test_rank_to_mos_ties_take_first_rank():
-    got = prpo.rank_to_mos(np.array([[3.0, 3.0, 5.0]]), np.array([4.0]))
+    got = prpo.rank_to_mos(np.array([[3.0, 3.0, 5.0]]), np.array([4.0]), W)
     np.testing.assert_allclose(got, [[math.exp(-2 / 4), math.exp(-2 / 4), math.exp(-1 / 4)]])
 
 
@@ -138,13 +142,13 @@ def test_combination_iqa_and_vqa():
     rng = np.random.default_rng(3)
     vectors = rng.uniform(1, 5, size=(4, 6, 5)).round(2)
     mos = np.array([1.2, 2.5, 3.7, 4.9])
-    parts = prpo.reward_components(vectors, mos, "iqa")
+    parts = prpo.reward_components(vectors, mos, "iqa", W)
     core = 0.375 * parts["pairwise"] - parts["std_penalty"] + 0.25 * parts["triplet_balance"]
     core += 0.125 * parts["triplet_ranking"]
     np.testing.assert_allclose(parts["accuracy"], (core + parts["rank_to_mos"]) / 3)
     np.testing.assert_allclose(parts["accuracy"], (parts["response"] + parts["preference"]) / 3)
-    np.testing.assert_allclose(prpo.accuracy_reward(vectors, mos, "iqa"), parts["accuracy"])
-    video = prpo.reward_components(vectors[..., :2], mos, "vqa")
+    np.testing.assert_allclose(prpo.accuracy_reward(vectors, mos, "iqa", W), parts["accuracy"])
+    video = prpo.reward_components(vectors[..., :2], mos, "vqa", W)
     assert "rank_to_mos" not in video
     np.testing.assert_allclose(video["accuracy"], video["response"] + video["preference"])
 
@@ -153,24 +157,24 @@ def test_preference_scope_global_versus_chunks():
     rng = np.random.default_rng(4)
     vectors = rng.uniform(1, 5, size=(6, 3, 5))
     mos = rng.uniform(1, 5, size=6)
-    chunked = prpo.reward_components(vectors, mos, "iqa", preference_group=3)
-    first_half = prpo.reward_components(vectors[:3], mos[:3], "iqa")
+    chunked = prpo.reward_components(vectors, mos, "iqa", W, preference_group=3)
+    first_half = prpo.reward_components(vectors[:3], mos[:3], "iqa", W)
     np.testing.assert_allclose(chunked["pairwise"][:3], first_half["pairwise"])
-    whole = prpo.reward_components(vectors, mos, "iqa")
+    whole = prpo.reward_components(vectors, mos, "iqa", W)
     assert not np.allclose(whole["pairwise"], chunked["pairwise"])
 
 
 def test_shapes_are_checked():
     with pytest.raises(ValueError, match=r"\[B, K, 5\]"):
-        prpo.accuracy_reward(np.zeros((2, 3, 2)), np.zeros(2), "iqa")
+        prpo.accuracy_reward(np.zeros((2, 3, 2)), np.zeros(2), "iqa", W)
     with pytest.raises(ValueError, match="mos"):
-        prpo.accuracy_reward(np.zeros((2, 3, 5)), np.zeros(3), "iqa")
+        prpo.accuracy_reward(np.zeros((2, 3, 5)), np.zeros(3), "iqa", W)
 
 
 def test_a_constant_answer_earns_less_preference_than_the_right_order():
     mos = np.array([1.5, 2.5, 3.5, 4.5])
     constant = np.full((4, 6, 2), 3.0)
     ordered = np.repeat(mos[:, None, None], 6, axis=1).repeat(2, axis=2) + 0.1
-    assert prpo.reward_components(ordered, mos, "vqa")["preference"].mean() > (
-        prpo.reward_components(constant, mos, "vqa")["preference"].mean() + 0.1
+    assert prpo.reward_components(ordered, mos, "vqa", W)["preference"].mean() > (
+        prpo.reward_components(constant, mos, "vqa", W)["preference"].mean() + 0.1
     )

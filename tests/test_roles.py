@@ -9,11 +9,10 @@ import torch
 
 from actors.learner import LearnerRank, LearnerSettings, TrainSample, weights_digest
 from actors.reward import RewardWorker
-from actors.rollout import RolloutWorker
 from qadata.manifest import items, read_manifest
 from qadata.media import load_image
-from rewards.prpo import PRPOWeights
-from rollouts.backend import RolloutRequest, SamplingSettings
+from helpers import local_config, reward_section, rollout_worker, sampling
+from rollouts.backend import RolloutRequest
 from rewards.answer_format import chat_messages
 from rollouts.sequences import completion_logprobs
 
@@ -23,23 +22,29 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def requests_(generated_data):
     chosen = items(read_manifest(generated_data), "train")[::40][:4]
-    return [RolloutRequest(i.item_id, [load_image(i.path)], chat_messages("iqa", 1)) for i in chosen], [
+    return [RolloutRequest(i.item_id, [load_image(i.path)], chat_messages("iqa", 1), "iqa") for i in chosen], [
         i.mos for i in chosen
     ]
 
 
+def learner_config(tiny_model, *overrides):
+    """A learner at T 1 and lr 1e-3 without the KL term, so one step moves the tiny model measurably."""
+    return local_config(tiny_model, "rollout.temperature=1.0", "learner.lr=1e-3", "algorithm.kl_coef=0.0", *overrides)
+
+
 @pytest.fixture(scope="module")
 def learner(tiny_model):
-    settings = LearnerSettings(model_path=str(tiny_model), lr=1e-3, micro_batch=3, samples_per_rank=3, kl_coef=0.0)
-    rank = LearnerRank(settings, 0, 1)
+    # 3 answers a step in one micro-batch
+    cfg = learner_config(tiny_model, "trainer.batch_size=1", "rollout.group_size=3", "learner.micro_batch=3")
+    rank = LearnerRank(LearnerSettings.from_config(cfg), 0, 1)
     rank.setup("127.0.0.1", 29731)
     return rank
 
 
 def test_rollout_answers_g_times_with_logprobs(tiny_model, requests_):
-    worker = RolloutWorker("hf", str(tiny_model), "float32", "cpu")
+    worker = rollout_worker(tiny_model)
     requests, _ = requests_
-    answers = worker.generate(requests, SamplingSettings(n=3, max_new_tokens=16, seed=0))
+    answers = worker.generate(requests, sampling(n=3, max_new_tokens=16, seed=0))
     assert [len(row) for row in answers] == [3] * len(requests)
     for row in answers:
         for c in row:
@@ -47,9 +52,10 @@ def test_rollout_answers_g_times_with_logprobs(tiny_model, requests_):
     # Sampling log-probs agree with a fresh forward pass of the same model (same temperature).
     c = answers[0][0]
     prompts = worker.backend.processor.encode([requests[0].messages], [requests[0].images])
-    logprobs, _, _ = completion_logprobs(worker.backend.model, prompts, [c.token_ids], worker.backend.processor.pad_id)
+    logprobs, _, _ = completion_logprobs(worker.backend.model, prompts, [c.token_ids], worker.backend.processor.pad_id,
+                                      1.0)
     torch.testing.assert_close(logprobs[0], torch.tensor(c.logprobs), atol=1e-4, rtol=0)
-    scored = RewardWorker("iqa", PRPOWeights()).score([[a.text for a in row] for row in answers], requests_[1])
+    scored = RewardWorker("iqa", reward_section()).score([[a.text for a in row] for row in answers], requests_[1])
     assert scored["total"].shape == (len(requests), 3)
 
 
@@ -63,7 +69,7 @@ def test_learner_step_follows_the_advantage(learner, requests_, sign):
         probe = TrainSample(request.images, request.messages, tokens, sign, [0.0] * len(tokens))
         with torch.no_grad():
             lp, _, mask = completion_logprobs(learner.engine.module, learner._encode([probe]), [tokens],
-                                              learner.processor.pad_id)
+                                              learner.processor.pad_id, learner.settings.temperature)
         return lp[0][mask[0].bool()]
 
     def logprob() -> float:
@@ -79,13 +85,13 @@ def test_learner_step_follows_the_advantage(learner, requests_, sign):
 
 
 def test_rollout_generates_with_the_synced_weights(tiny_model, learner, requests_):
-    worker = RolloutWorker("hf", str(tiny_model), "float32", "cpu")
+    worker = rollout_worker(tiny_model)
     weights = learner.full_weights()
     assert worker.weights_digest() != weights_digest(weights)  # the learner has stepped
     worker.load_weights(weights, version=7)
     assert worker.weights_version() == 7 and worker.weights_digest() == weights_digest(weights)
     request = requests_[0][0]
-    answer = worker.generate([request], SamplingSettings(greedy=True, max_new_tokens=12))[0][0]
+    answer = worker.generate([request], sampling(n=1, greedy=True, max_new_tokens=12))[0][0]
     prompts = learner._encode([TrainSample(request.images, request.messages, [], 0.0, [])])
     with torch.no_grad():
         expected = learner.engine.module.generate(
@@ -97,8 +103,8 @@ def test_rollout_generates_with_the_synced_weights(tiny_model, learner, requests
 
 def test_a_poisoned_micro_batch_is_not_applied_and_counted(tiny_model, requests_):
     """Two micro-batches of 2 answers (DeepSpeed ZeRO-2 accumulating over both), one with a NaN advantage."""
-    settings = LearnerSettings(model_path=str(tiny_model), lr=1e-3, micro_batch=2, samples_per_rank=4, kl_coef=0.0)
-    rank = LearnerRank(settings, 0, 1)
+    cfg = learner_config(tiny_model, "trainer.batch_size=2", "rollout.group_size=2", "learner.micro_batch=2")
+    rank = LearnerRank(LearnerSettings.from_config(cfg), 0, 1)
     rank.setup("127.0.0.1", 29733)
     request = requests_[0][0]
     tokens = rank.processor.tokenizer("<think>soft</think><answer>\n3.00\n</answer>")["input_ids"]

@@ -13,7 +13,8 @@ from qadata.benchmark_set import pan_clip
 from qadata.generated import photo_pixels
 from qadata.media import MediaError
 from qadata.sparse_decode import read_frames, to_rgb
-from qadata.video import VideoSettings, frames_at, sampled, uniform_times, video_pictures
+from helpers import video_settings
+from qadata.video import frames_at, sampled, uniform_times, video_pictures
 from qadata.video_files import ffmpeg, set_display_rotation, write_video
 
 DECODERS = ["pyav", "decord"]
@@ -30,7 +31,7 @@ def level(picture: Image.Image, box=None) -> int:
     return int(round(np.asarray(crop, dtype=float)[2:-2, 2:-2].mean() / 5))
 
 
-def cell_levels(grid: Image.Image, settings: VideoSettings, cell: tuple[int, int]) -> list[int]:
+def cell_levels(grid: Image.Image, settings, cell: tuple[int, int]) -> list[int]:
     cols, (w, h) = settings.grid_columns, cell
     corners = [((k % cols) * w, (k // cols) * h) for k in range(settings.global_frames)]
     return [level(grid, (x, y, x + w, y + h)) for x, y in corners]
@@ -45,7 +46,7 @@ def test_uniform_sampling_by_time():
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_grid_and_local_frames_come_from_the_right_times(tmp_path, decoder):
     path = write_video(tmp_path / "clip.mp4", numbered_clip(48), fps=24)
-    settings = VideoSettings(decoder=decoder)
+    settings = video_settings(decoder=decoder)
     pictures = video_pictures(path, settings)
     assert len(pictures) == 1 + settings.local_frames
     grid, *local = pictures
@@ -59,9 +60,9 @@ def test_grid_and_local_frames_come_from_the_right_times(tmp_path, decoder):
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_short_clip_repeats_frames_and_odd_sizes_work(tmp_path, decoder):
     path = write_video(tmp_path / "short.mp4", numbered_clip(5, 61, 97), fps=10)
-    grid, *local = video_pictures(path, VideoSettings(cell_scale=0.5, decoder=decoder))
+    grid, *local = video_pictures(path, video_settings(cell_scale=0.5, decoder=decoder))
     assert grid.size == (4 * 48, 4 * 30)
-    levels = cell_levels(grid, VideoSettings(), (48, 30))
+    levels = cell_levels(grid, video_settings(), (48, 30))
     assert levels == sorted(levels) and set(levels) == {0, 1, 2, 3, 4}
     assert local[0].size == (97, 61)
 
@@ -71,8 +72,8 @@ def test_variable_frame_rate_is_sampled_evenly_in_time(tmp_path, decoder):
     # Frames 0-9 shown 0.1 s each, then frame 10 alone for 2 s: half the clip's time is frame 10.
     path = write_video(tmp_path / "vfr.mp4", numbered_clip(12), fps=10,
                        extra=["-vf", "setpts='if(lt(N,11),N,N+19)/10/TB'", "-fps_mode", "vfr"])
-    grid, *_ = video_pictures(path, VideoSettings(global_frames=8, grid_columns=8, local_frames=1, decoder=decoder))
-    levels = cell_levels(grid, VideoSettings(global_frames=8, grid_columns=8), (28, 28))
+    grid, *_ = video_pictures(path, video_settings(global_frames=8, grid_columns=8, local_frames=1, decoder=decoder))
+    levels = cell_levels(grid, video_settings(global_frames=8, grid_columns=8), (28, 28))
     assert levels.count(10) >= 3, levels  # by index it would be at most once
 
 
@@ -82,10 +83,10 @@ def test_rotation_metadata_is_applied(tmp_path, degrees):
     clip[:, :32, :48] = 255  # a white top-left corner shows which way the picture was turned
     flat = write_video(tmp_path / "flat.mp4", clip, fps=10)
     rotated = set_display_rotation(flat, tmp_path / "rotated.mp4", degrees)
-    upright = {d: np.asarray(video_pictures(rotated, VideoSettings(local_frames=1, decoder=d))[1]) for d in DECODERS}
+    upright = {d: np.asarray(video_pictures(rotated, video_settings(local_frames=1, decoder=d))[1]) for d in DECODERS}
     assert upright["pyav"].shape == ((96, 64, 3) if degrees % 180 else (64, 96, 3))
     assert np.array_equal(upright["pyav"], upright["decord"])
-    original = np.asarray(video_pictures(flat, VideoSettings(local_frames=1))[1])
+    original = np.asarray(video_pictures(flat, video_settings(local_frames=1))[1])
     assert np.array_equal(upright["pyav"], np.rot90(original, degrees // 90))  # ffmpeg: counter-clockwise
 
 
@@ -93,8 +94,8 @@ def test_decoders_agree_pixel_for_pixel_and_pyav_skips_unreferenced_frames(tmp_p
     """A panning clip with B-frames and a keyframe every 30 frames, as x264 writes by default."""
     clip = pan_clip(photo_pixels("coffee"), 96, 96, np.random.default_rng(0), width=160)
     path = write_video(tmp_path / "pan.mp4", clip, fps=30, crf=28, extra=["-g", "30"])
-    settings = VideoSettings(cell_scale=0.5)
-    pictures = {d: [np.asarray(p, dtype=float) for p in video_pictures(path, VideoSettings(cell_scale=0.5, decoder=d))]
+    settings = video_settings(cell_scale=0.5)
+    pictures = {d: [np.asarray(p, dtype=float) for p in video_pictures(path, video_settings(cell_scale=0.5, decoder=d))]
                 for d in DECODERS}
     for a, b in zip(pictures["pyav"][1:], pictures["decord"][1:]):
         assert np.array_equal(a, b)  # full-resolution frames: the same decoded pixels
@@ -124,12 +125,12 @@ def test_unreadable_videos_raise_media_error_with_the_path(tmp_path, decoder, co
     path = tmp_path / "bad.mp4"
     path.write_bytes(content)
     with pytest.raises(MediaError, match="bad.mp4"):
-        video_pictures(path, VideoSettings(decoder=decoder))
+        video_pictures(path, video_settings(decoder=decoder))
 
 
 def test_a_video_request_has_four_pictures_and_four_slots(tmp_path):
     path = write_video(tmp_path / "clip.mp4", numbered_clip(20), fps=10)
-    request = media_request("v", str(path), "video", "vqa")
+    request = media_request("v", str(path), "video", "vqa", video_settings())
     slots = [c for c in request.messages[0]["content"] if c["type"] == "image"]
     assert len(request.images) == len(slots) == 4
 
@@ -156,4 +157,4 @@ def audio_only_mp4(path):
 def test_containers_without_frames_raise_media_error_with_the_path(tmp_path, decoder, make):
     path = make(tmp_path / f"empty{'.avi' if make is zero_frame_avi else '.mp4'}")
     with pytest.raises(MediaError, match="empty"):
-        video_pictures(path, VideoSettings(decoder=decoder))
+        video_pictures(path, video_settings(decoder=decoder))

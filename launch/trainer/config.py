@@ -14,8 +14,17 @@ from omegaconf import DictConfig, OmegaConf
 import yaml
 from omegaconf.errors import OmegaConfBaseException
 
+from actors.grpo import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, ROLLOUT_IS
+from actors.learner import COMM_BACKENDS, ZERO_STAGES
 from actors.lr_schedule import LR_SCHEDULES
+from actors.placement import PLACEMENT_MODES, PLACEMENT_STRATEGIES
+from actors.reward import PREFERENCE_SCOPES
+from actors.rollout import ROLLOUT_BACKENDS
+from qadata.requests import DATA_TASKS
+from qadata.video import DECODERS
 from rewards.prpo import ACCURACY_REWARDS
+from rollouts.model_loading import DTYPES
+from rollouts.vllm_backend import ON_OVERSIZED, WEIGHT_SYNCS
 
 BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "base.yaml"
 MISSING = "???"
@@ -39,18 +48,18 @@ class RunConfig:
 class ModelConfig:
     path: str = MISSING
     dtype: str = MISSING
-    min_pixels: Optional[int] = None
-    max_pixels: Optional[int] = None
+    min_pixels: Optional[int] = MISSING
+    max_pixels: Optional[int] = MISSING
 
 
 @dataclass
 class DataConfig:
     task: str = MISSING
     train_manifest: str = MISSING
-    eval_manifest: Optional[str] = None
+    eval_manifest: Optional[str] = MISSING
     train_split: str = MISSING
     eval_split: str = MISSING
-    eval_limit: Optional[int] = None
+    eval_limit: Optional[int] = MISSING
 
 
 @dataclass
@@ -66,7 +75,7 @@ class VideoConfig:
 class VLLMConfig:
     tensor_parallel_size: int = MISSING
     gpu_memory_utilization: float = MISSING
-    kv_cache_bytes: Optional[int] = None
+    kv_cache_bytes: Optional[int] = MISSING
     max_model_len: int = MISSING
     max_pictures: int = MISSING
     enforce_eager: bool = MISSING
@@ -134,7 +143,7 @@ class LearnerConfig:
     warmup_steps: int = MISSING
     min_lr_ratio: float = MISSING
     weight_decay: float = MISSING
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = MISSING
     grad_clip: float = MISSING
     micro_batch: int = MISSING
     cpus_per_rank: float = MISSING
@@ -158,11 +167,11 @@ class TrainerConfig:
 @dataclass
 class HealthSignalConfig:
     window: int = MISSING
-    min: Optional[float] = None
-    max: Optional[float] = None
-    spike: Optional[float] = None
-    spike_window: Optional[int] = None
-    spike_floor: float = 0.0
+    min: Optional[float] = MISSING
+    max: Optional[float] = MISSING
+    spike: Optional[float] = MISSING
+    spike_window: Optional[int] = MISSING
+    spike_floor: float = MISSING
 
 
 @dataclass
@@ -193,7 +202,7 @@ class EvalConfig:
 class TrackingConfig:
     enabled: bool = MISSING
     experiment: str = MISSING
-    uri: Optional[str] = None
+    uri: Optional[str] = MISSING
 
 
 @dataclass
@@ -206,8 +215,8 @@ class PlacementConfig:
 
 @dataclass
 class RayConfig:
-    address: Optional[str] = None
-    num_cpus: Optional[int] = None
+    address: Optional[str] = MISSING
+    num_cpus: Optional[int] = MISSING
 
 
 @dataclass
@@ -228,24 +237,25 @@ class Config:
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
+# Each option's allowed values, as the module that owns the option declares them.
 CHOICES = {
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "data.task": ("auto", "iqa", "vqa"),
-    "rollout.backend": ("hf", "vllm"),
-    "rollout.vllm.weight_sync": ("object_store", "nccl", "ipc"),
-    "rollout.vllm.on_oversized": ("fail", "skip"),
+    "model.dtype": tuple(DTYPES),
+    "data.task": DATA_TASKS,
+    "rollout.backend": ROLLOUT_BACKENDS,
+    "rollout.vllm.weight_sync": WEIGHT_SYNCS,
+    "rollout.vllm.on_oversized": ON_OVERSIZED,
     "reward.accuracy": ACCURACY_REWARDS,
-    "reward.preference_scope": ("global", "micro"),
-    "algorithm.advantage": ("grpo", "drgrpo"),
-    "algorithm.kl_estimator": ("k1", "k2", "k3", "none"),
-    "algorithm.loss_aggregation": ("seq-mean-token-mean", "token-mean"),
-    "algorithm.rollout_is": ("none", "truncated"),
-    "learner.zero_stage": (0, 1, 2, 3),
+    "reward.preference_scope": PREFERENCE_SCOPES,
+    "algorithm.advantage": ADVANTAGE_ESTIMATORS,
+    "algorithm.kl_estimator": KL_ESTIMATORS,
+    "algorithm.loss_aggregation": LOSS_AGGREGATIONS,
+    "algorithm.rollout_is": ROLLOUT_IS,
+    "learner.zero_stage": ZERO_STAGES,
     "learner.lr_schedule": LR_SCHEDULES,
-    "learner.comm_backend": ("gloo", "nccl"),
-    "placement.mode": ("none", "separate", "colocated"),
-    "video.decoder": ("pyav", "decord"),
-    "placement.strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+    "learner.comm_backend": COMM_BACKENDS,
+    "placement.mode": PLACEMENT_MODES,
+    "placement.strategy": PLACEMENT_STRATEGIES,
+    "video.decoder": tuple(DECODERS),
 }
 AT_LEAST_ONE = (
     "rollout.num_actors",
@@ -267,6 +277,7 @@ AT_LEAST_ONE = (
     "trainer.checkpoint_every",
     "trainer.keep_checkpoints",
     "eval.samples",
+    "eval.max_new_tokens",
     "eval.batch_size",
     "video.global_frames",
     "video.grid_columns",
@@ -436,6 +447,11 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
             f"({config.trainer.batch_size} x {config.rollout.group_size} over {config.learner.num_ranks})"
         )
     return config
+
+
+def typed(section):
+    """A validated config section as its schema's dataclass (RolloutConfig, ...): what roles are given."""
+    return OmegaConf.to_object(section) if isinstance(section, DictConfig) else section
 
 
 def flatten(config: DictConfig) -> dict[str, Any]:

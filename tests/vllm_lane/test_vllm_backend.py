@@ -8,6 +8,7 @@ test_vllm_pictures.py; the whole loop: test_vllm_training.py. Skipped where vLLM
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -17,10 +18,11 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed here: `make tes
 import torch  # noqa: E402
 
 from actors.grpo import grpo_loss  # noqa: E402
-from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
+from helpers import rollout_worker, sampling  # noqa: E402
+from rollouts.backend import RolloutRequest  # noqa: E402
 from rewards.answer_format import chat_messages  # noqa: E402
 from rollouts.tiny_model import build_text  # noqa: E402
-from rollouts.vllm_backend import VLLMRolloutBackend, VLLMSettings, call_with_timeout  # noqa: E402
+from rollouts.vllm_backend import VLLMRolloutBackend, call_with_timeout  # noqa: E402
 
 TEMPERATURE = 0.7
 
@@ -33,11 +35,10 @@ def model_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def worker(model_folder):
     """The rollout role as Ray runs it (in-process here: the lane has no Ray), vLLM behind it."""
-    from actors.rollout import RolloutWorker
-
-    return RolloutWorker("vllm", str(model_folder), "float32", "cpu",
-                         vllm={"max_model_len": 256, "enforce_eager": True, "on_oversized": "skip",
-                               "kv_cache_bytes": 1 << 30})  # bytes: a share of RAM breaks on some NUMA layouts
+    # the KV cache in bytes: a share of RAM breaks on some NUMA layouts
+    return rollout_worker(model_folder, "rollout.backend=vllm", "rollout.vllm.max_model_len=256",
+                          "rollout.vllm.enforce_eager=true", "rollout.vllm.on_oversized=skip",
+                          f"rollout.vllm.kv_cache_bytes={1 << 30}")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def reference(model_folder):
 
 
 def requests(count: int) -> list[RolloutRequest]:
-    return [RolloutRequest(f"item{k}", [], chat_messages("iqa", 0)) for k in range(count)]
+    return [RolloutRequest(f"item{k}", [], chat_messages("iqa", 0), "iqa") for k in range(count)]
 
 
 def prompt_ids(backend, request) -> list[int]:
@@ -72,8 +73,8 @@ def hf_logprobs(model, prompt: list[int], answer: list[int], temperature: float,
 
 
 def test_g_samples_per_prompt_with_the_learners_log_probs(backend, reference):
-    sampling = SamplingSettings(n=4, temperature=TEMPERATURE, max_new_tokens=16, seed=0)
-    answers = backend.generate(requests(2), sampling)
+    settings = sampling(n=4, temperature=TEMPERATURE, max_new_tokens=16, seed=0)
+    answers = backend.generate(requests(2), settings)
     assert [len(a) for a in answers] == [4, 4]
     ids = prompt_ids(backend, requests(1)[0])
     for completion in answers[0]:
@@ -87,10 +88,10 @@ def test_g_samples_per_prompt_with_the_learners_log_probs(backend, reference):
 def test_a_learner_step_synced_in_is_what_the_engine_then_generates(worker, backend, reference):
     request = requests(1)[0]
     ids = prompt_ids(backend, request)
-    greedy = SamplingSettings(n=1, max_new_tokens=12, greedy=True)
+    greedy = sampling(n=1, max_new_tokens=12, greedy=True)
     before = backend.generate([request], greedy)[0][0].token_ids
     # One learner update on the transformers copy: GRPO loss over the engine's own samples.
-    samples = backend.generate([request], SamplingSettings(n=4, temperature=1.0, max_new_tokens=12, seed=1))[0]
+    samples = backend.generate([request], sampling(n=4, temperature=1.0, max_new_tokens=12, seed=1))[0]
     optimizer = torch.optim.AdamW(reference.parameters(), lr=0.05)
     width = max(len(s.token_ids) for s in samples)
     logprobs, mask = torch.zeros(len(samples), width), torch.zeros(len(samples), width)
@@ -100,7 +101,8 @@ def test_a_learner_step_synced_in_is_what_the_engine_then_generates(worker, back
         logprobs[row, : len(s.token_ids)] = torch.log_softmax(logits, -1).gather(
             -1, torch.tensor(s.token_ids)[:, None]).squeeze(-1)
         mask[row, : len(s.token_ids)] = 1
-    loss, _ = grpo_loss(logprobs, logprobs.detach(), None, torch.tensor([1.0, -1.0, 1.0, -1.0]), mask, kl_coef=0.0)
+    loss, _ = grpo_loss(logprobs, logprobs.detach(), None, torch.tensor([1.0, -1.0, 1.0, -1.0]), mask,
+                        clip_low=0.2, clip_high=0.2, kl_coef=0.0, kl_estimator="k3", aggregation="seq-mean-token-mean")
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -113,7 +115,7 @@ def test_a_learner_step_synced_in_is_what_the_engine_then_generates(worker, back
         expected = reference.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
                                       eos_token_id=backend.eos_ids)[0, len(ids):].tolist()
     assert after == expected[: len(after)] and after != before
-    sampled = backend.generate([request], SamplingSettings(n=2, temperature=TEMPERATURE, max_new_tokens=12, seed=2))
+    sampled = backend.generate([request], sampling(n=2, temperature=TEMPERATURE, max_new_tokens=12, seed=2))
     for completion in sampled[0]:
         expected = hf_logprobs(reference, ids, completion.token_ids, TEMPERATURE, backend.vision_ids)
         gap = torch.tensor(completion.logprobs) - expected
@@ -121,15 +123,16 @@ def test_a_learner_step_synced_in_is_what_the_engine_then_generates(worker, back
 
 
 def test_prompts_over_the_context_are_named_and_skipped_or_refused(backend, model_folder):
-    long = RolloutRequest("too-long.jpg", [], [{"role": "user", "content": [{"type": "text", "text": "word " * 300}]}])
-    answers = backend.generate([long, requests(1)[0]], SamplingSettings(n=2, max_new_tokens=8, seed=0))
+    long = RolloutRequest("too-long.jpg", [], [{"role": "user", "content": [{"type": "text", "text": "word " * 300}]}],
+                          "iqa")
+    answers = backend.generate([long, requests(1)[0]], sampling(n=2, max_new_tokens=8, seed=0))
     assert [c.token_ids for c in answers[0]] == [[], []] and all(c.token_ids for c in answers[1])
     assert "too-long.jpg" in backend.skipped[-1] and "max_model_len 256" in backend.skipped[-1]
     kept = backend.settings
-    backend.settings = VLLMSettings(max_model_len=256, on_oversized="fail")
+    backend.settings = replace(kept, on_oversized="fail")
     try:
         with pytest.raises(ValueError, match="too-long.jpg"):
-            backend.generate([long], SamplingSettings(n=1, max_new_tokens=8))
+            backend.generate([long], sampling(n=1, max_new_tokens=8))
     finally:
         backend.settings = kept
 

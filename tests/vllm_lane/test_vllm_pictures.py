@@ -15,7 +15,8 @@ import torch  # noqa: E402
 
 from qadata.manifest import items, read_manifest  # noqa: E402
 from qadata.media import load_image  # noqa: E402
-from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
+from helpers import rollout_worker, sampling  # noqa: E402
+from rollouts.backend import RolloutRequest  # noqa: E402
 from rewards.answer_format import chat_messages  # noqa: E402
 from rollouts.sequences import completion_logprobs  # noqa: E402
 
@@ -32,22 +33,19 @@ def pictures(generated_data):
     train = items(read_manifest(generated_data), "train")
     image = load_image(train[3].path)
     clip = _clips(generated_data.parent / "lane-clips")[0]  # grid + 3 frames
-    return [RolloutRequest("image", [image], chat_messages("iqa", 1)), RolloutRequest("clip", clip, chat_messages("vqa", len(clip)))]
+    return [RolloutRequest("image", [image], chat_messages("iqa", 1), "iqa"),
+            RolloutRequest("clip", clip, chat_messages("vqa", len(clip)), "vqa")]
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_heads64):
-    from actors.rollout import RolloutWorker
-
-    return RolloutWorker("vllm", str(tiny_model_heads64), "float32", "cpu",
-                         vllm={"max_model_len": 1024, "enforce_eager": True, "kv_cache_bytes": 1 << 30})
+    return rollout_worker(tiny_model_heads64, "rollout.backend=vllm", "rollout.vllm.max_model_len=1024",
+                          "rollout.vllm.enforce_eager=true", f"rollout.vllm.kv_cache_bytes={1 << 30}")
 
 
 @pytest.fixture(scope="module")
 def transformers_copy(tiny_model_heads64):
-    from actors.rollout import RolloutWorker
-
-    return RolloutWorker("hf", str(tiny_model_heads64), "float32", "cpu")
+    return rollout_worker(tiny_model_heads64)
 
 
 def recomputed(copy, request, completion, temperature):
@@ -61,13 +59,13 @@ def recomputed(copy, request, completion, temperature):
 
 
 def test_image_and_clip_answers_equal_transformers_with_the_same_weights(engine, transformers_copy, pictures):
-    greedy = SamplingSettings(n=1, greedy=True, max_new_tokens=64)
+    greedy = sampling(n=1, greedy=True, max_new_tokens=64)
     ours = engine.generate(pictures, greedy)
     theirs = transformers_copy.generate(pictures, greedy)
     for request, a, b in zip(pictures, ours, theirs):
         assert a[0].token_ids == b[0].token_ids, request.item_id
         assert "<answer>" in a[0].text
-    sampled = engine.generate(pictures, SamplingSettings(n=3, temperature=TEMPERATURE, max_new_tokens=64, seed=0))
+    sampled = engine.generate(pictures, sampling(n=3, temperature=TEMPERATURE, max_new_tokens=64, seed=0))
     assert [len(row) for row in sampled] == [3, 3]
     gaps = []
     for request, row in zip(pictures, sampled):
@@ -81,7 +79,7 @@ def test_image_and_clip_answers_equal_transformers_with_the_same_weights(engine,
 
 
 def test_a_vision_tower_change_reaches_the_engine_after_a_sync(engine, transformers_copy, pictures):
-    greedy = SamplingSettings(n=1, greedy=True, max_new_tokens=64)
+    greedy = sampling(n=1, greedy=True, max_new_tokens=64)
     request = pictures[0]
     before = engine.generate([request], greedy)[0][0].token_ids
     model = transformers_copy.backend.model
