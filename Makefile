@@ -11,7 +11,7 @@ VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: env vllm-env train prepare benchmark-set test test-fast test-vllm null-control clean
+.PHONY: env vllm-env bench-env vs-trl train prepare benchmark-set test test-fast test-vllm null-control clean
 
 env: $(STAMP)
 
@@ -65,6 +65,27 @@ $(VLLM_STAMP): pyproject.toml rollouts/torchvision_cpu.py
 	$(VLLM_PY) rollouts/torchvision_cpu.py "$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	$(VLLM_PY) -c "import torchvision, vllm, ray, deepspeed, decord, av"
 	touch $(VLLM_STAMP)
+
+# TRL beside preresq, for benchmarks/vs_trl.py only: TRL's processor loading needs torchvision, made importable
+# next to CPU torch by the same hook as the vLLM environment's.
+BENCH_VENV := .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+bench-env: $(BENCH_STAMP)
+
+$(BENCH_STAMP): pyproject.toml rollouts/torchvision_cpu.py
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install -q --upgrade pip
+	$(BENCH_PY) -m pip install -q torch==2.13.0
+	$(BENCH_PY) -m pip freeze | grep -i '^torch==' > $(BENCH_VENV)/constraints.txt
+	$(BENCH_PY) -m pip install -q -c $(BENCH_VENV)/constraints.txt -e '.[bench]' torchvision
+	$(BENCH_PY) rollouts/torchvision_cpu.py "$$($(BENCH_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(BENCH_PY) -c "import torchvision, trl, deepspeed, ray"
+	touch $(BENCH_STAMP)
+
+vs-trl: $(BENCH_STAMP) prepare
+	$(BENCH_PY) benchmarks/vs_trl.py $(ARGS)
 
 test-vllm: $(VLLM_STAMP)
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 PYTHONPATH=.:tests $(VLLM_PY) -m pytest -q -p no:cacheprovider \

@@ -18,7 +18,7 @@ import torch
 from actors.grpo import grpo_loss, rollout_importance_weights
 from rollouts.model_loading import DTYPES, load_policy
 from rollouts.processor import QualityProcessor
-from rollouts.sequences import completion_logprobs
+from rollouts.sequences import grouped_logprobs
 
 ZERO_STAGES = (0, 1, 2, 3)
 COMM_BACKENDS = ("gloo", "nccl")  # gloo on CPU
@@ -211,6 +211,14 @@ class LearnerRank:
         prompts = self.processor.encode([s.messages for s in samples], [s.images for s in samples])
         return {k: v.to(self.device) for k, v in prompts.items()}
 
+    def _encode_groups(self, samples: list[TrainSample]) -> tuple[dict, list[int]]:
+        """The distinct prompts of `samples` (a group's answers share their request's pictures and messages
+        objects), encoded once each, and the row of each sample's prompt."""
+        first: dict[tuple[int, int], int] = {}
+        rows = [first.setdefault((id(s.images), id(s.messages)), len(first)) for s in samples]
+        distinct = list({(id(s.images), id(s.messages)): s for s in samples}.values())
+        return self._encode(distinct), rows
+
     def train_step(self, samples: list[TrainSample], lr: float | None = None) -> dict[str, float]:
         """One optimizer step over this rank's answers (micro-batched) at `lr` (None: the settings' lr).
 
@@ -229,17 +237,18 @@ class LearnerRank:
         applied = rejected = 0
         micro_batches = [samples[i : i + s.micro_batch] for i in range(0, len(samples), s.micro_batch)]
         for index, chunk in enumerate(micro_batches):
-            prompts = self._encode(chunk)
+            # Each distinct prompt, its pictures included, is run once for all of its answers here.
+            prompts, rows = self._encode_groups(chunk)
             tokens = [c.token_ids for c in chunk]
-            logprobs, entropy, mask = completion_logprobs(
-                self.engine, prompts, tokens, self.processor.pad_id, s.temperature
+            logprobs, entropy, mask = grouped_logprobs(
+                self.engine, prompts, rows, tokens, self.processor.pad_id, s.temperature
             )
             mask = mask.to(logprobs.device)
             ref_logprobs = None
-            if self.reference is not None:
+            if self.reference is not None:  # only with a KL term (kl_coef > 0 and an estimator)
                 with torch.no_grad():
-                    ref_logprobs, _, _ = completion_logprobs(
-                        self.reference, prompts, tokens, self.processor.pad_id, s.temperature
+                    ref_logprobs, _, _ = grouped_logprobs(
+                        self.reference, prompts, rows, tokens, self.processor.pad_id, s.temperature
                     )
             advantages = torch.tensor([c.advantage for c in chunk], dtype=logprobs.dtype, device=logprobs.device)
             rollout = torch.zeros_like(logprobs)

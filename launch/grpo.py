@@ -37,6 +37,7 @@ from launch.trainer.plots import training_curves  # noqa: E402
 from launch.trainer.rollback import roll_back  # noqa: E402
 from launch.trainer.run_state import resume_state, sampling_seed, trainer_state  # noqa: E402
 from launch.trainer.tracking import Tracker  # noqa: E402
+from qadata.manifest import ManifestError  # noqa: E402
 from qadata.requests import RunData  # noqa: E402
 from qadata.sampler import BatchSampler  # noqa: E402
 from rollouts.backend import SamplingSettings  # noqa: E402
@@ -77,7 +78,10 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoints = CheckpointStore(output_dir / "checkpoints", cfg.trainer.keep_checkpoints)
     snapshots = CheckpointStore(output_dir / "healthy", cfg.health.keep_snapshots, "healthy snapshot")
     resume_from, state = resume_state(cfg, checkpoints)
-    data = RunData(cfg)
+    try:
+        data = RunData(cfg)
+    except ManifestError as error:
+        raise SystemExit(f"preresq: {error}") from None
 
     init_ray(cfg)
     roles = start_roles(cfg)

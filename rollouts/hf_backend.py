@@ -1,14 +1,20 @@
-"""Rollout backend on transformers' `generate`: CPU for local runs and tests, GPU without vLLM."""
+"""Rollout backend on transformers models: CPU for local runs and tests, GPU without vLLM.
+
+Each prompt (its pictures through the vision tower included) is run once; its G answers are sampled
+on top of its key/value cache, a decode step for all rows at a time, keeping only the sampled token's
+log-prob of each step (never the step's whole logits)."""
 
 from __future__ import annotations
 
 from typing import Mapping
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from rollouts.backend import Completion, RolloutRequest, SamplingSettings
 from rollouts.model_loading import load_policy
 from rollouts.processor import QualityProcessor
+from rollouts.sequences import prefill
 
 
 class HFRolloutBackend:
@@ -31,54 +37,20 @@ class HFRolloutBackend:
 
     def _generate_chunk(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
         n = 1 if sampling.greedy else sampling.n
-        # One row per sample: simple and exact; the vision tower runs n times per image.
-        messages = [r.messages for r in requests for _ in range(n)]
-        images = [r.images for r in requests for _ in range(n)]
-        inputs = {k: v.to(self.device) for k, v in self.processor.encode(messages, images).items()}
+        prompts = {k: v.to(self.device) for k, v in
+                   self.processor.encode([r.messages for r in requests], [r.images for r in requests]).items()}
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
-        out = self.model.generate(
-            **inputs,
-            do_sample=not sampling.greedy,
-            temperature=sampling.temperature if not sampling.greedy else None,
-            top_p=sampling.top_p if not sampling.greedy else None,
-            top_k=sampling.top_k if not sampling.greedy else None,
-            max_new_tokens=sampling.max_new_tokens,
-            eos_token_id=self.processor.eos_ids,
-            pad_token_id=self.processor.pad_id,
-            # Vision tokens sampled into an answer break the training forward.
-            suppress_tokens=self.processor.vision_ids,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-        prompt_width = inputs["input_ids"].shape[1]
-        generated = out.sequences[:, prompt_width:].cpu()
-        temperature = 1.0 if sampling.greedy else sampling.temperature
-        # One [N, V] step at a time: stacking all steps would hold N x C x V floats (GBs at a 152k vocab).
-        logprobs = torch.stack(
-            [
-                torch.log_softmax(step.float() / temperature, dim=-1)
-                .gather(-1, generated[:, t : t + 1].to(step.device))
-                .squeeze(-1)
-                .cpu()
-                for t, step in enumerate(out.logits)
-            ],
-            dim=1,
-        )  # [N, C]
-        eos = set(self.processor.eos_ids)
+        tokens, logprobs = sample_group(self.model, prompts, n, sampling, self.processor)
         completions = []
-        for row in range(generated.shape[0]):
-            tokens = generated[row].tolist()
-            length = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
-            tokens = tokens[:length]
-            completions.append(
-                Completion(
-                    token_ids=tokens,
-                    text=self.processor.decode(tokens),
-                    logprobs=logprobs[row, :length].tolist(),
-                    finished=tokens[-1] in eos if tokens else False,
-                )
-            )
+        eos = set(self.processor.eos_ids)
+        for row in range(tokens.shape[0]):
+            ids = tokens[row].tolist()
+            length = next((i + 1 for i, t in enumerate(ids) if t in eos), len(ids))
+            ids = ids[:length]
+            completions.append(Completion(token_ids=ids, text=self.processor.decode(ids),
+                                          logprobs=logprobs[row, :length].tolist(),
+                                          finished=ids[-1] in eos if ids else False))
         return [completions[i * n : (i + 1) * n] for i in range(len(requests))]
 
     def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
@@ -90,3 +62,80 @@ class HFRolloutBackend:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
+
+
+def next_tokens(logits: torch.Tensor, sampling: SamplingSettings, suppress: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [N, V] -> the next token [N] (greedy, or sampled at the temperature within top-k / top-p) and its
+    log-prob [N] at the sampling temperature over the whole vocabulary: what the learner recomputes."""
+    temperature = 1.0 if sampling.greedy else sampling.temperature
+    scaled = logits.float() / temperature
+    allowed = scaled.clone()
+    allowed[:, suppress] = -float("inf")  # a picture token sampled into an answer breaks the training forward
+    if sampling.greedy:
+        chosen = allowed.argmax(dim=-1)
+    else:
+        if sampling.top_k > 0:
+            kth = allowed.topk(min(sampling.top_k, allowed.shape[-1]), dim=-1).values[:, -1:]
+            allowed = allowed.masked_fill(allowed < kth, -float("inf"))
+        if sampling.top_p < 1.0:
+            ordered, order = allowed.sort(dim=-1, descending=True)
+            probs = ordered.softmax(dim=-1)
+            drop = probs.cumsum(dim=-1) - probs > sampling.top_p  # keep the smallest set reaching top_p
+            allowed = allowed.masked_fill(drop.scatter(-1, order, drop), -float("inf"))
+        chosen = torch.multinomial(allowed.softmax(dim=-1), 1).squeeze(-1)
+    logprob = scaled.log_softmax(dim=-1).gather(-1, chosen[:, None]).squeeze(-1)
+    return chosen, logprob
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A key/value cache layer that writes each decode step into room made once, where DynamicLayer copies the
+    whole cache into a fresh tensor every step (and pays a page fault per page of it on CPU)."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.used + key_states.shape[-2]
+        self.key_room[:, :, self.used : end] = key_states
+        self.value_room[:, :, self.used : end] = value_states
+        self.used = end
+        self.keys, self.values = self.key_room[:, :, :end], self.value_room[:, :, :end]
+        return self.keys, self.values
+
+
+def preallocate(layer, extra: int) -> None:
+    """Turn a filled DynamicLayer into a _PreallocatedLayer with room for `extra` more tokens."""
+    batch, heads, length, dim = layer.keys.shape
+    layer.key_room = layer.keys.new_empty(batch, heads, length + extra, dim)
+    layer.value_room = layer.values.new_empty(batch, heads, length + extra, layer.values.shape[-1])
+    layer.key_room[:, :, :length], layer.value_room[:, :, :length] = layer.keys, layer.values
+    layer.used = length
+    layer.keys, layer.values = layer.key_room[:, :, :length], layer.value_room[:, :, :length]
+    layer.__class__ = _PreallocatedLayer
+
+
+@torch.no_grad()
+def sample_group(model, prompts: dict, n: int, sampling: SamplingSettings, processor) -> tuple[torch.Tensor, torch.Tensor]:
+    """n answers to each of the prompts [B, P]: each prompt (its pictures included) is run once and its key/value
+    cache shared by its n answers. Returns tokens [B*n, T] (pad after the end) and their log-probs [B*n, T]."""
+    device = prompts["input_ids"].device
+    rows = torch.arange(prompts["input_ids"].shape[0], device=device).repeat_interleave(n)
+    logits, cache, position = prefill(model, prompts, rows)
+    for layer in cache.layers:
+        preallocate(layer, sampling.max_new_tokens)
+    mask = prompts["attention_mask"][rows]
+    column = prompts["input_ids"].shape[1]
+    eos = torch.tensor(processor.eos_ids, device=device)
+    done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+    tokens, logprobs = [], []
+    for step in range(sampling.max_new_tokens):
+        chosen, logprob = next_tokens(logits, sampling, processor.vision_ids)
+        chosen = chosen.masked_fill(done, processor.pad_id)
+        tokens.append(chosen)
+        logprobs.append(logprob.masked_fill(done, 0.0))
+        done = done | torch.isin(chosen, eos)
+        if bool(done.all()) or step == sampling.max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=(position + step)[..., None],
+                    cache=cache, use_cache=True, cache_position=torch.tensor([column + step], device=device))
+        logits = out.logits[:, -1]
+    return torch.stack(tokens, dim=1).cpu(), torch.stack(logprobs, dim=1).cpu()
+
