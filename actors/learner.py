@@ -36,14 +36,17 @@ class TrainSample:
 
 
 def deal_samples(requests, answers, advantages: np.ndarray, ranks: int) -> list[list[TrainSample]]:
-    """requests [B], answers [B][K] (Completion), advantages [B, K] -> each rank's answers to learn from,
-    dealt round-robin so the ranks get equal shares (B*K divides by ranks: checked at start-up)."""
+    """requests [B], answers [B][K] (Completion), advantages [B, K] -> each rank's answers to learn from: equal
+    consecutive shares (B*K divides by ranks: checked at start-up), so a group's answers stay on one rank as far
+    as the split allows and share their prompt's forward there. Equal shares make the ranks' mean gradient
+    the same whichever answers each holds."""
     samples = [
         TrainSample(req.images, req.messages, c.token_ids, float(advantages[i, k]), c.logprobs)
         for i, (req, row) in enumerate(zip(requests, answers))
         for k, c in enumerate(row)
     ]
-    return [samples[r::ranks] for r in range(ranks)]
+    share = len(samples) // ranks
+    return [samples[r * share : (r + 1) * share] for r in range(ranks)]
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:

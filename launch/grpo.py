@@ -17,8 +17,10 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+LAUNCHED = time.perf_counter()  # before the heavy imports: start-up is measured from here
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
@@ -57,6 +59,17 @@ def init_ray(cfg) -> None:
     connect_ray(cfg.ray.address, cfg.ray.num_cpus or max(os.cpu_count() or 1, math.ceil(needed)))
 
 
+def report_startup(seconds: dict, tracker: Tracker, step: int) -> None:
+    """Seconds from launch to the first step, and its parts; printed and logged (startup/*)."""
+    total = time.perf_counter() - LAUNCHED
+    seconds = {"time/startup/imports_config_data": total - sum(seconds.values()), **seconds,
+               "time/startup/total": total}
+    tracker.log_metrics(seconds, step)
+    parts = ", ".join(f"{k.rsplit('/', 1)[-1].replace('_', ' ')} {v:.1f}" for k, v in seconds.items()
+                      if not k.endswith("total"))
+    print(f"ready for step {step + 1} in {total:.1f} s ({parts})", flush=True)
+
+
 def answered(answers: list) -> list[int]:
     """Indices of the items the rollout engine answered (vLLM skips a prompt too long for it, by option)."""
     return [i for i, row in enumerate(answers) if not any(c.skipped for c in row)]
@@ -83,17 +96,22 @@ def main(argv: list[str] | None = None) -> dict:
     except ManifestError as error:
         raise SystemExit(f"preresq: {error}") from None
 
-    init_ray(cfg)
-    roles = start_roles(cfg)
+    startup = Timer()
+    with ThreadPoolExecutor(1) as pool:
+        # MLflow's set-up (a new store's schema migrations: seconds) overlaps Ray's start and the actors' loading.
+        tracker_ready = pool.submit(
+            Tracker, cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.experiment, cfg.run.name, flatten(cfg),
+            run_id=state["mlflow_run_id"] if state else None, unsent_path=output_dir / "mlflow-unsent.jsonl")
+        with startup.phase("startup/ray"):
+            init_ray(cfg)
+        with startup.phase("startup/roles"):
+            roles = start_roles(cfg)
+        with startup.phase("startup/tracking_wait"):
+            tracker = tracker_ready.result()
     if roles.placement:
         print(f"placement group ({roles.placement['mode']}, {roles.placement['strategy']}): bundles "
               f"{roles.placement['bundles']}, rollouts in {roles.placement['rollout_bundles']}, learner ranks in "
               f"{roles.placement['learner_bundles']}", flush=True)
-    tracker = Tracker(
-        cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.experiment, cfg.run.name,
-        flatten(cfg), run_id=state["mlflow_run_id"] if state else None,
-        unsent_path=output_dir / "mlflow-unsent.jsonl",
-    )
     sampler = BatchSampler(len(data.train), cfg.trainer.batch_size, cfg.run.seed)
     history = {"steps": [], "eval": {}, "rollbacks": []}
     guard = HealthGuard(cfg.health, state.get("health_window") if state else None)
@@ -168,12 +186,15 @@ def main(argv: list[str] | None = None) -> dict:
     status, started, digests = "FAILED", time.time(), None
     policy_dir = output_dir / "policy"
     try:
-        if str(start_step) not in history["eval"]:
-            validate(start_step)
-        if cfg.health.enabled:
-            snapshots.drop_after(start_step)  # from a trajectory that a crash cut short
-            if start_step not in snapshots.steps():
-                save(snapshots, start_step)
+        with startup.phase("startup/validation"):
+            if str(start_step) not in history["eval"]:
+                validate(start_step)
+        with startup.phase("startup/snapshot"):
+            if cfg.health.enabled:
+                snapshots.drop_after(start_step)  # from a trajectory that a crash cut short
+                if start_step not in snapshots.steps():
+                    save(snapshots, start_step)
+        report_startup(startup.seconds, tracker, start_step)
         step = start_step
         while step < cfg.trainer.steps:
             step += 1

@@ -145,7 +145,12 @@ def test_step_metrics_log_every_reward_term_that_comes_back():
     assert "reward/prediction" not in metrics and "reward/parsed" not in metrics
     assert metrics["answers/parse_rate"] == 0.5 and metrics["answers/distinct_share"] == 1.0
     assert metrics["answers/within_group_spread"] == 0.5 and metrics["learner/tokens"] == 3
-    # Answers are dealt to learner ranks round-robin, each with its own advantage.
+    # Answers are dealt to learner ranks in equal consecutive shares, each with its own advantage: a group
+    # stays on one rank where the split allows (its prompt then runs once there).
     requests = [RolloutRequest("x", [], [], "iqa")]
     shards = deal_samples(requests, answers, np.array([[-1.0, 1.0]]), 2)
     assert [[s.advantage for s in shard] for shard in shards] == [[-1.0], [1.0]]
+    three = [RolloutRequest(f"r{i}", [], [], "iqa") for i in range(3)]
+    rows = [[Completion([i, k], f"{i}{k}") for k in range(2)] for i in range(3)]
+    shards = deal_samples(three, rows, np.arange(6.0).reshape(3, 2), 3)
+    assert [[s.token_ids[0] for s in shard] for shard in shards] == [[0, 0], [1, 1], [2, 2]]
