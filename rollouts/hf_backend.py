@@ -14,7 +14,7 @@ from transformers.cache_utils import DynamicLayer
 from rollouts.backend import Completion, RolloutRequest, SamplingSettings
 from rollouts.model_loading import load_policy
 from rollouts.processor import QualityProcessor
-from rollouts.sequences import prefill
+from rollouts.sequences import prefill, with_cache
 
 
 class HFRolloutBackend:
@@ -121,6 +121,7 @@ def sample_group(model, prompts: dict, n: int, sampling: SamplingSettings, proce
     for layer in cache.layers:
         preallocate(layer, sampling.max_new_tokens)
     mask = prompts["attention_mask"][rows]
+    cache_argument = with_cache(model, cache)
     column = prompts["input_ids"].shape[1]
     eos = torch.tensor(processor.eos_ids, device=device)
     done = torch.zeros(len(rows), dtype=torch.bool, device=device)
@@ -135,7 +136,7 @@ def sample_group(model, prompts: dict, n: int, sampling: SamplingSettings, proce
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=(position + step)[..., None],
-                    cache=cache, use_cache=True, cache_position=torch.tensor([column + step], device=device))
+                    **cache_argument, use_cache=True, cache_position=torch.tensor([column + step], device=device))
         logits = out.logits[:, -1]
     return torch.stack(tokens, dim=1).cpu(), torch.stack(logprobs, dim=1).cpu()
 

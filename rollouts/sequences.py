@@ -11,6 +11,8 @@ the G uses), as `completion_logprobs` computes one row per answer.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 
@@ -82,6 +84,13 @@ def prompt_positions(model, prompts: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.arange(ids.shape[1], device=ids.device).expand(3, *ids.shape)
 
 
+def with_cache(model, cache) -> dict:
+    """The forward keyword for a key/value cache: `cache` from transformers 5.2x on, `past_key_values` before
+    (vLLM's environment holds transformers < 5.21)."""
+    forward = getattr(model, "module", model).forward
+    return {"cache" if "cache" in inspect.signature(forward).parameters else "past_key_values": cache}
+
+
 def prefill(model, prompts: dict[str, torch.Tensor], rows: torch.Tensor):
     """Each distinct prompt [U, P] through the model once -> (logits of its last token, repeated to `rows` [N]:
     [N, V]; the key/value cache with prompt rows[n] in row n; positions [3, N] of the first token after them).
@@ -89,7 +98,7 @@ def prefill(model, prompts: dict[str, torch.Tensor], rows: torch.Tensor):
     Text after the pictures has consecutive positions, so answer token k sits at the last prompt token's + 1 + k."""
     positions = prompt_positions(model, prompts)
     out = model(**prompts, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out.cache
+    cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
     for layer in cache.layers:  # row n of the cache holds prompt rows[n] (indexing: gradients sum over the uses)
         layer.keys, layer.values = layer.keys[rows], layer.values[rows]
     return out.logits[rows, -1], cache, positions[:, rows, -1] + 1
@@ -108,7 +117,7 @@ def grouped_logprobs(model, prompts: dict[str, torch.Tensor], rows: list[int], c
     width, prompt_width = ids.shape[1], prompts["input_ids"].shape[1]
     steps = torch.arange(width, device=device)
     out = model(input_ids=ids, attention_mask=torch.cat([prompts["attention_mask"][index], mask], dim=1),
-                position_ids=start[..., None] + steps, cache=cache, use_cache=True,
+                position_ids=start[..., None] + steps, **with_cache(model, cache), use_cache=True,
                 cache_position=prompt_width + steps)
     logits = torch.cat([first[:, None], out.logits[:, :-1]], dim=1)  # token j is predicted from position j - 1
     taken, entropy = token_logprobs(logits, ids, temperature)
