@@ -217,9 +217,14 @@ class LearnerRank:
     def _encode_groups(self, samples: list[TrainSample]) -> tuple[dict, list[int]]:
         """The distinct prompts of `samples` (a group's answers share their request's pictures and messages
         objects), encoded once each, and the row of each sample's prompt."""
-        first: dict[tuple[int, int], int] = {}
-        rows = [first.setdefault((id(s.images), id(s.messages)), len(first)) for s in samples]
-        distinct = list({(id(s.images), id(s.messages)): s for s in samples}.values())
+        row_of: dict[tuple[int, int], int] = {}
+        distinct, rows = [], []
+        for sample in samples:
+            key = (id(sample.images), id(sample.messages))
+            if key not in row_of:
+                row_of[key] = len(distinct)
+                distinct.append(sample)
+            rows.append(row_of[key])
         return self._encode(distinct), rows
 
     def train_step(self, samples: list[TrainSample], lr: float | None = None) -> dict[str, float]:

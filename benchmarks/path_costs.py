@@ -19,9 +19,7 @@ import argparse
 import json
 import os
 import platform
-import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,29 +27,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.training_runs import step_medians, train  # noqa: E402
+
 MODEL = ROOT / "artifacts" / "models" / "qwen2.5-vl-tiny"
 G = 6
 PHASES = ("step", "generate", "reward", "learn", "sync")
 
 
 def run_batch(batch: int, steps: int, out: Path) -> dict:
+    overrides = [f"trainer.batch_size={batch}", f"trainer.steps={steps}", "data.eval_limit=8",
+                 f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}", "health.enabled=false",
+                 "trainer.verify_sync=false"]
     out.mkdir(parents=True, exist_ok=True)
-    db = out / "mlflow.db"
-    if db.exists():
-        db.unlink()
-    overrides = [f"trainer.batch_size={batch}", f"trainer.steps={steps}", f"run.output_dir={out / 'run'}",
-                 "run.resume=false", "data.eval_limit=8", f"trainer.eval_every={steps}",
-                 f"trainer.checkpoint_every={steps}", "health.enabled=false", "trainer.verify_sync=false",
-                 f"tracking.uri=sqlite:///{db}"]
-    with (out / "train.log").open("w") as log:
-        code = subprocess.run([sys.executable, "launch/grpo.py", "--config", "configs/local.yaml", *overrides],
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if code.returncode != 0:
-        raise SystemExit(f"batch {batch} failed (exit {code.returncode}); see {out / 'train.log'}")
-    rows = sqlite3.connect(db).execute("select key, step, value from metrics where step >= 2").fetchall()
-    result = {phase: statistics.median(v for k, _, v in rows if k == f"time/{phase}") for phase in PHASES}
-    result["tokens"] = statistics.median(v for k, _, v in rows if k == "learner/tokens")
-    return result
+    run = train(overrides, out / "run", out / "train.log")
+    medians = step_medians(run, (*(f"time/{phase}" for phase in PHASES), "learner/tokens"), from_step=2)
+    return {**{phase: medians[f"time/{phase}"] for phase in PHASES}, "tokens": medians["learner/tokens"]}
 
 
 def in_process_copy() -> tuple[int, float]:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.training_runs import step_medians, train  # noqa: E402
 
 PHASES = ("time/generate", "time/reward", "time/learn", "time/sync", "time/step")
 
@@ -47,29 +47,14 @@ def build_model(folder: Path, warmup_steps: int) -> Path:
 
 
 def run(backend: str, model: Path, manifest: Path, steps: int, out: Path) -> dict[str, float]:
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{out / 'mlflow.db'}"
     args = [f"model.path={model}", f"data.train_manifest={manifest}", f"trainer.steps={steps}",
-            f"run.output_dir={out / backend}", f"run.name=vllm-cpu-{backend}", f"tracking.uri={uri}",
-            "data.eval_limit=8", "trainer.eval_every=1000", "health.min_scored=0", f"rollout.backend={backend}",
-            "rollout.vllm.kv_cache_bytes=1073741824", "rollout.vllm.max_model_len=1024", "rollout.vllm.enforce_eager=true"]
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "PYTHONUNBUFFERED": "1"}
-    log = out / f"{backend}.log"
-    with log.open("w") as f:
-        code = subprocess.run([sys.executable, "launch/grpo.py", "--config", "configs/local.yaml", *args], cwd=ROOT,
-                              env=env, stdout=f, stderr=subprocess.STDOUT).returncode
-    if code != 0:
-        raise SystemExit(f"{backend} run failed (exit {code}): see {log}")
-    client = MlflowClient(uri)
-    run_id = client.search_runs(client.get_experiment_by_name("preresq").experiment_id,
-                                f"tags.mlflow.runName = 'vllm-cpu-{backend}'")[0].info.run_id
-    out_metrics = {}
-    for key in (*PHASES, "learner/tokens"):
-        values = [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step) if m.step >= 3]
-        out_metrics[key] = statistics.median(values)
-    out_metrics["tokens_per_s"] = out_metrics["learner/tokens"] / out_metrics["time/generate"]
-    return out_metrics
+            f"run.name=vllm-cpu-{backend}", "data.eval_limit=8", "trainer.eval_every=1000", "health.min_scored=0",
+            f"rollout.backend={backend}", "rollout.vllm.kv_cache_bytes=1073741824", "rollout.vllm.max_model_len=1024",
+            "rollout.vllm.enforce_eager=true"]
+    run_ = train(args, out / backend, out / f"{backend}.log", env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    metrics = step_medians(run_, (*PHASES, "learner/tokens"), from_step=3)
+    metrics["tokens_per_s"] = metrics["learner/tokens"] / metrics["time/generate"]
+    return metrics
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.training_runs import step_medians, train  # noqa: E402
 
 IMAGES, PROMPTS, G, NEW_TOKENS, TEMPERATURE, BETA, LR, THREADS = 64, 8, 6, 64, 0.6, 0.04, 5e-4, 2
 GENERATED = ROOT / "artifacts" / "data" / "generated" / "manifest.parquet"
@@ -67,38 +68,22 @@ def image_manifest(work: Path) -> Path:
 
 
 def run_preresq(model: Path, manifest: Path, steps: int, out: Path) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    db = out / "mlflow.db"
     overrides = [
         f"model.path={model}", f"data.train_manifest={manifest}", f"data.eval_manifest={GENERATED}", "data.eval_limit=8",
-        f"run.output_dir={out / 'run'}",
-        "run.resume=false", f"trainer.steps={steps}", f"trainer.batch_size={PROMPTS}", f"rollout.group_size={G}",
+        f"trainer.steps={steps}", f"trainer.batch_size={PROMPTS}", f"rollout.group_size={G}",
         f"rollout.max_new_tokens={NEW_TOKENS}", f"rollout.temperature={TEMPERATURE}", f"algorithm.kl_coef={BETA}",
         f"learner.lr={LR}", f"rollout.threads={THREADS}", f"learner.threads={THREADS}", "learner.micro_batch=48",
         f"eval.max_new_tokens={NEW_TOKENS}", f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}",
         # an untrained model has no answer format: the guard would (rightly) roll it back; not what is timed here
-        "health.enabled=false", "trainer.verify_sync=false", f"tracking.uri=sqlite:///{db}",
+        "health.enabled=false", "trainer.verify_sync=false",
     ]
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with (out / "train.log").open("w") as log:
-        code = subprocess.run([sys.executable, "launch/grpo.py", "--config", "configs/local.yaml", *overrides],
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    run = train(overrides, out / "run", out / "train.log")
     wall = time.perf_counter() - started
-    if code.returncode != 0:
-        raise SystemExit(f"preresq failed (exit {code.returncode}); see {out / 'train.log'}")
-    rows = sqlite3.connect(db).execute("select key, step, value from metrics").fetchall()
-
-    def series(key: str) -> list[float]:
-        return [v for _, s, v in sorted((r for r in rows if r[0] == key), key=lambda r: r[1]) if s >= 3]
-
-    answers = PROMPTS * G
-    return {"step": statistics.median(series("time/step")),
-            "generate": statistics.median(series("time/generate")),
-            "learn": statistics.median(series("time/learn")),
-            "other": statistics.median([sum(x) for x in zip(*(series(f"time/{k}") for k in ("batch", "reward",
-                                                                                                 "advantage", "sync")))]),
-            "tokens": statistics.median([v * answers for v in series("response_length")]),
-            "process": wall}
+    medians = step_medians(run, ("time/step", "time/generate", "time/learn", "learner/tokens"), from_step=3)
+    return {"step": medians["time/step"], "generate": medians["time/generate"], "learn": medians["time/learn"],
+            "tokens": medians["learner/tokens"], "process": wall}
 
 
 # ----------------------------------------------------------------------------- TRL

@@ -64,6 +64,4 @@ def scoring_config(p: argparse.ArgumentParser, args: argparse.Namespace):
             message = message.replace(f"'{key}'", f"'{key}' (--{dest.replace('_', '-')})")
         p.error(message)
     cfg.model.path = args.model  # set, not parsed: a path may hold any character
-    if cfg.rollout.backend == "vllm" and cfg.rollout.device == "cpu":
-        cfg.rollout.vllm.enforce_eager = True  # no CUDA graphs on CPU
     return cfg

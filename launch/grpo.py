@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         cfg = load_config(args.config, args.overrides)
         check_inputs(cfg)
-    except (ConfigError, FileNotFoundError) as error:
+        data = RunData(cfg)
+    except (ConfigError, FileNotFoundError, ManifestError) as error:
         raise SystemExit(f"preresq: {error}") from None
     torch.manual_seed(cfg.run.seed)
     output_dir = Path(cfg.run.output_dir)
@@ -91,10 +92,6 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoints = CheckpointStore(output_dir / "checkpoints", cfg.trainer.keep_checkpoints)
     snapshots = CheckpointStore(output_dir / "healthy", cfg.health.keep_snapshots, "healthy snapshot")
     resume_from, state = resume_state(cfg, checkpoints)
-    try:
-        data = RunData(cfg)
-    except ManifestError as error:
-        raise SystemExit(f"preresq: {error}") from None
 
     startup = Timer()
     with ThreadPoolExecutor(1) as pool:
@@ -247,7 +244,6 @@ def main(argv: list[str] | None = None) -> dict:
             f"lost the format. The policy is in {policy_dir}, but do not use it; see {output_dir / 'curves.png'}."
         )
     return summary
-
 
 
 if __name__ == "__main__":

@@ -41,16 +41,12 @@ class HFRolloutBackend:
                    self.processor.encode([r.messages for r in requests], [r.images for r in requests]).items()}
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
-        tokens, logprobs = sample_group(self.model, prompts, n, sampling, self.processor)
+        tokens, logprobs, lengths, finished = sample_group(self.model, prompts, n, sampling, self.processor)
         completions = []
-        eos = set(self.processor.eos_ids)
-        for row in range(tokens.shape[0]):
-            ids = tokens[row].tolist()
-            length = next((i + 1 for i, t in enumerate(ids) if t in eos), len(ids))
-            ids = ids[:length]
+        for row, (length, ended) in enumerate(zip(lengths.tolist(), finished.tolist())):
+            ids = tokens[row, :length].tolist()
             completions.append(Completion(token_ids=ids, text=self.processor.decode(ids),
-                                          logprobs=logprobs[row, :length].tolist(),
-                                          finished=ids[-1] in eos if ids else False))
+                                          logprobs=logprobs[row, :length].tolist(), finished=ended))
         return [completions[i * n : (i + 1) * n] for i in range(len(requests))]
 
     def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
@@ -112,9 +108,10 @@ def preallocate(layer, extra: int) -> None:
 
 
 @torch.no_grad()
-def sample_group(model, prompts: dict, n: int, sampling: SamplingSettings, processor) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_group(model, prompts: dict, n: int, sampling: SamplingSettings, processor) -> tuple[torch.Tensor, ...]:
     """n answers to each of the prompts [B, P]: each prompt (its pictures included) is run once and its key/value
-    cache shared by its n answers. Returns tokens [B*n, T] (pad after the end) and their log-probs [B*n, T]."""
+    cache shared by its n answers. Returns tokens [B*n, T] (pad after the end), their log-probs [B*n, T], each
+    answer's length [B*n] (its end token included) and whether it ended [B*n] (else it hit max_new_tokens)."""
     device = prompts["input_ids"].device
     rows = torch.arange(prompts["input_ids"].shape[0], device=device).repeat_interleave(n)
     logits, cache, position = prefill(model, prompts, rows)
@@ -125,12 +122,14 @@ def sample_group(model, prompts: dict, n: int, sampling: SamplingSettings, proce
     column = prompts["input_ids"].shape[1]
     eos = torch.tensor(processor.eos_ids, device=device)
     done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+    lengths = torch.zeros(len(rows), dtype=torch.long, device=device)
     tokens, logprobs = [], []
     for step in range(sampling.max_new_tokens):
         chosen, logprob = next_tokens(logits, sampling, processor.vision_ids)
         chosen = chosen.masked_fill(done, processor.pad_id)
         tokens.append(chosen)
         logprobs.append(logprob.masked_fill(done, 0.0))
+        lengths += ~done
         done = done | torch.isin(chosen, eos)
         if bool(done.all()) or step == sampling.max_new_tokens - 1:
             break
@@ -138,5 +137,5 @@ def sample_group(model, prompts: dict, n: int, sampling: SamplingSettings, proce
         out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=(position + step)[..., None],
                     **cache_argument, use_cache=True, cache_position=torch.tensor([column + step], device=device))
         logits = out.logits[:, -1]
-    return torch.stack(tokens, dim=1).cpu(), torch.stack(logprobs, dim=1).cpu()
+    return torch.stack(tokens, dim=1).cpu(), torch.stack(logprobs, dim=1).cpu(), lengths.cpu(), done.cpu()
 

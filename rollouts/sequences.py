@@ -11,6 +11,7 @@ the G uses), as `completion_logprobs` computes one row per answer.
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -87,8 +88,12 @@ def prompt_positions(model, prompts: dict[str, torch.Tensor]) -> torch.Tensor:
 def with_cache(model, cache) -> dict:
     """The forward keyword for a key/value cache: `cache` from transformers 5.2x on, `past_key_values` before
     (vLLM's environment holds transformers < 5.21)."""
-    forward = getattr(model, "module", model).forward
-    return {"cache" if "cache" in inspect.signature(forward).parameters else "past_key_values": cache}
+    return {_cache_keyword(type(getattr(model, "module", model))): cache}
+
+
+@functools.cache
+def _cache_keyword(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def prefill(model, prompts: dict[str, torch.Tensor], rows: torch.Tensor):

@@ -103,7 +103,8 @@ class VLLMRolloutBackend:
         pictures = _picture_settings(folder, min_pixels, max_pixels)
         self.limits = PromptLimits(settings.max_model_len, settings.max_pictures, **pictures)
         kwargs = dict(model=str(folder), dtype=dtype, seed=seed, max_model_len=settings.max_model_len,
-                      tensor_parallel_size=settings.tensor_parallel_size, enforce_eager=settings.enforce_eager,
+                      tensor_parallel_size=settings.tensor_parallel_size,
+                      enforce_eager=settings.enforce_eager or device == "cpu",  # CUDA graphs: GPU only
                       enable_prefix_caching=True, logprobs_mode="processed_logprobs")
         if (folder / "preprocessor_config.json").is_file():  # a vision-language model
             kwargs["limit_mm_per_prompt"] = {"image": settings.max_pictures}
