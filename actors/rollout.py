@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
-from actors.learner import weights_digest
+from models.weights import weights_digest
 from rollouts.backend import Completion, RolloutRequest, SamplingSettings
 
 ROLLOUT_BACKENDS = ("hf", "vllm")  # transformers generate | a vLLM engine per actor
@@ -36,9 +36,6 @@ class RolloutWorker:
         self.backend.load_weights(weights, version)
         return version
 
-    def weights_version(self) -> int:
-        return self.backend.weights_version()
-
     def weights_digest(self) -> str:
         return weights_digest(self.backend.state_dict())
 
@@ -57,5 +54,7 @@ class RolloutWorker:
     def finish_weight_update(self) -> None:
         self.backend.finish_weight_update()
 
-    def update_weight_version(self, version: str) -> None:
-        self.backend.after_sync(int(version))
+    def update_weight_version(self, version: str) -> int:
+        """After a transfer: the engine drops what it computed with the old weights."""
+        self.backend.after_sync()
+        return int(version)

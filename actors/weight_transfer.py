@@ -12,7 +12,7 @@ CPU test lane covers the object-store sync instead.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

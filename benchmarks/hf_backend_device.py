@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from actors.grpo import grpo_loss  # noqa: E402
-from qadata.media import load_image  # noqa: E402
-from rollouts.backend import RolloutRequest, SamplingSettings  # noqa: E402
-from rollouts.hf_backend import HFRolloutBackend  # noqa: E402
-from rewards.answer_format import chat_messages  # noqa: E402
-from rollouts.sequences import completion_logprobs  # noqa: E402
+from actors.grpo_objective import grpo_loss
+from models.sequences import completion_logprobs
+from qadata.media import load_image
+from rewards.answer_format import chat_messages
+from rollouts.backend import RolloutRequest, SamplingSettings
+from rollouts.hf_backend import HFRolloutBackend
 
 
 def sync(device: str) -> None:

@@ -20,14 +20,12 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from training_runs import step_medians, train  # beside this script
 
-from benchmarks.training_runs import step_medians, train  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODEL = ROOT / "artifacts" / "models" / "qwen2.5-vl-tiny"
 G = 6
@@ -48,7 +46,7 @@ def in_process_copy() -> tuple[int, float]:
     """Bytes of the tiny model's weights and the seconds load_state_dict takes to copy them in one process."""
     import torch
 
-    from rollouts.model_loading import load_policy
+    from models.loading import load_policy
 
     source, target = load_policy(MODEL, "float32", "cpu"), load_policy(MODEL, "float32", "cpu")
     weights = {k: v.detach().clone() for k, v in source.state_dict().items()}
@@ -109,10 +107,12 @@ def report(runs: dict, copy: tuple[int, float], rewards: dict, steps: int) -> st
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}. make train's job (tiny model, G {G}, 64 new tokens), {steps} steps a "
              "batch size, medians from step 2 on (seconds).", "",
-             "| items a step | answers | step | generate | reward | learn | sync | learner tokens | step / answer (ms) |",
+             "| items a step | answers | step | generate | reward | learn | sync | learner tokens "
+             "| step / answer (ms) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for b, r in runs.items():
-        lines.append(f"| {b} | {b * G} | {r['step']:.2f} | {r['generate']:.2f} | {r['reward']:.3f} | {r['learn']:.2f} | "
+        lines.append(f"| {b} | {b * G} | {r['step']:.2f} | {r['generate']:.2f} | {r['reward']:.3f} | "
+                     f"{r['learn']:.2f} | "
                      f"{r['sync']:.3f} | {r['tokens']:.0f} | {1000 * r['step'] / (b * G):.1f} |")
     syncs = [r["sync"] for r in runs.values()]
     lines += ["", f"Weight sync ({size / 2**20:.1f} MiB of fp32 weights, learner -> rollout actor through the object "

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from rewards.prpo import pairwise_score_rank, triplet_ranking  # noqa: E402
-from rewards.prpo_literal import literal_pairwise, literal_triplet_ranking  # noqa: E402
+from rewards.prpo import pairwise_score_rank, triplet_ranking
+from rewards.prpo_literal import literal_pairwise, literal_triplet_ranking
 
 
 def seconds(fn, *args, repeats: int) -> float:

@@ -19,23 +19,19 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+from PIL import Image
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from qadata.benchmark_set import pan_clip  # noqa: E402
-from qadata.generated import photo_pixels  # noqa: E402
-from qadata.sparse_decode import read_frames  # noqa: E402
-from qadata.video import (VideoSettings, cell_size, pack_grid, sampled, shrink, uniform_times,  # noqa: E402
-                          video_pictures)
-from qadata.video_files import write_video  # noqa: E402
-from launch.trainer.config import load_config  # noqa: E402
+from launch.trainer.config import load_config
+from qadata.benchmark_set import pan_clip
+from qadata.generated import photo_pixels
+from qadata.sparse_decode import read_frames
+from qadata.video import VideoSettings, cell_size, pack_grid, sampled, shrink, uniform_times, video_pictures
+from qadata.video_files import write_video
 
 SETTINGS = VideoSettings(**{**load_config().video, "decoder": "pyav"})
 DECORD = VideoSettings(**{**load_config().video, "decoder": "decord"})

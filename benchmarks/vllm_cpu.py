@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from training_runs import step_medians, train  # beside this script
 
-from benchmarks.training_runs import step_medians, train  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PHASES = ("time/generate", "time/reward", "time/learn", "time/sync", "time/step")
 
@@ -29,10 +27,10 @@ PHASES = ("time/generate", "time/reward", "time/learn", "time/sync", "time/step"
 def build_model(folder: Path, warmup_steps: int) -> Path:
     import torch
 
+    from models import tiny_model
     from qadata.generated import generate
     from qadata.manifest import items, read_manifest
     from qadata.media import load_image
-    from rollouts import tiny_model
 
     manifest = ROOT / "artifacts" / "data" / "generated" / "manifest.parquet"  # the default data set
     if not manifest.is_file():

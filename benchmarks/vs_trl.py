@@ -24,10 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from training_runs import step_medians, train  # beside this script
 
-from benchmarks.training_runs import step_medians, train  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 IMAGES, PROMPTS, G, NEW_TOKENS, TEMPERATURE, BETA, LR, THREADS = 64, 8, 6, 64, 0.6, 0.04, 5e-4, 2
 GENERATED = ROOT / "artifacts" / "data" / "generated" / "manifest.parquet"
@@ -35,7 +34,7 @@ MODELS = {"tiny": None, "5.9m": dict(hidden=256, layers=4, heads=4, vision_hidde
 
 
 def parameters(folder: Path) -> int:
-    from rollouts.model_loading import load_policy
+    from models.loading import load_policy
 
     return sum(p.numel() for p in load_policy(folder, "float32", "cpu").parameters())
 
@@ -46,7 +45,7 @@ def model_folder(name: str, work: Path) -> Path:
         if not (folder / "config.json").is_file():
             raise SystemExit(f"{folder} is missing: run `make prepare` first")
         return folder
-    from rollouts import tiny_model
+    from models import tiny_model
 
     folder = work / f"model-{name}"
     if not (folder / "config.json").is_file():
@@ -69,7 +68,8 @@ def image_manifest(work: Path) -> Path:
 
 def run_preresq(model: Path, manifest: Path, steps: int, out: Path) -> dict:
     overrides = [
-        f"model.path={model}", f"data.train_manifest={manifest}", f"data.eval_manifest={GENERATED}", "data.eval_limit=8",
+        f"model.path={model}", f"data.train_manifest={manifest}", f"data.eval_manifest={GENERATED}",
+        "data.eval_limit=8",
         f"trainer.steps={steps}", f"trainer.batch_size={PROMPTS}", f"rollout.group_size={G}",
         f"rollout.max_new_tokens={NEW_TOKENS}", f"rollout.temperature={TEMPERATURE}", f"algorithm.kl_coef={BETA}",
         f"learner.lr={LR}", f"rollout.threads={THREADS}", f"learner.threads={THREADS}", "learner.micro_batch=48",
@@ -113,7 +113,8 @@ def trl_worker(model: Path, manifest: Path, steps: int, out: Path) -> None:
         out = []
         for text, m in zip(texts, mos):
             scores = read_scores(text, "iqa")
-            out.append(float(well_formed(text, "iqa")) + (1 - abs(float(scores.mean()) - m) / 4 if scores is not None else 0))
+            accuracy = 1 - abs(float(scores.mean()) - m) / 4 if scores is not None else 0
+            out.append(float(well_formed(text, "iqa")) + accuracy)
         return out
 
     config = GRPOConfig(
@@ -163,8 +164,8 @@ def run_trl(model: Path, manifest: Path, steps: int, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with (out / "trl.log").open("w") as log:
-        code = subprocess.run([sys.executable, __file__, "--trl-worker", str(model), str(manifest), str(steps), str(out)],
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        worker = [sys.executable, __file__, "--trl-worker", str(model), str(manifest), str(steps), str(out)]
+        code = subprocess.run(worker, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     if code.returncode != 0:
         raise SystemExit(f"TRL failed (exit {code.returncode}); see {out / 'trl.log'}")
     return {**json.loads((out / "trl.json").read_text()), "process": time.perf_counter() - started}

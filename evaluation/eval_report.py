@@ -6,15 +6,12 @@ import re
 import textwrap
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib.figure import Figure  # figures without pyplot: no GUI backend, safe in any thread
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-
-from evaluation.quality_metrics import fit_logistic4, logistic4, mean_defined  # noqa: E402
+from evaluation.quality_metrics import fit_logistic4, logistic4, mean_defined
 
 PUBLISHED = Path(__file__).with_name("published_results.yaml")
 METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "mae")
@@ -96,7 +93,8 @@ def _wrap(title: str, fig) -> str:
 def _grid(count: int) -> tuple:
     cols = min(4, count)
     rows = int(np.ceil(count / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.3 * rows), squeeze=False)
+    fig = Figure(figsize=(3.6 * cols, 3.3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel()[count:]:
         ax.axis("off")
     return fig, axes.ravel()
@@ -117,13 +115,13 @@ def scatter_plot(sets: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, tit
     fig.suptitle(_wrap(title, fig), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
 def error_plot(sets: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
     """Distribution of the score error (prediction - MOS, [1, 5] scale) per dataset: the calibration view."""
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(sets) + 2), 3.6))
+    fig = Figure(figsize=(max(4.0, 1.4 * len(sets) + 2), 3.6))
+    ax = fig.subplots()
     names = [n for n, (x, _) in sets.items() if len(x)]
     errors = [sets[n][0] - sets[n][1] for n in names]
     if errors:
@@ -134,5 +132,4 @@ def error_plot(sets: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title
     ax.set_title(_wrap(title, fig), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
-from actors.groups import RolloutGroup, connect_ray, start_rollouts
+from actors.groups import RolloutGroup, start_rollouts
+from actors.placement import plan
+from actors.ray_connection import connect_ray
+from launch.trainer.config import typed
 from qadata.media import MediaError
 from rewards.answer_format import read_scores, reasoning
 from rollouts.backend import RolloutRequest, SamplingSettings
@@ -53,7 +57,8 @@ def start_scorers(cfg) -> RolloutGroup:
     """The rollout actors of a scoring config (evaluation/scoring_args.py), as training starts them: joins
     ray.address or RAY_ADDRESS's cluster, else starts a local Ray."""
     connect_ray(cfg.ray.address, cfg.ray.num_cpus or max(os.cpu_count() or 1, cfg.rollout.num_actors + 1))
-    return start_rollouts(cfg)
+    slots = plan("none", cfg.rollout.num_actors, 0, cfg.rollout.device != "cpu", 0, 0, 0).rollouts
+    return start_rollouts(typed(cfg.model), typed(cfg.rollout), cfg.run.seed, slots)
 
 
 def read_item(item_id: str, texts: list[str], task: str) -> ItemPrediction:
@@ -70,7 +75,8 @@ def read_item(item_id: str, texts: list[str], task: str) -> ItemPrediction:
     return out
 
 
-def predict(rollouts: RolloutGroup, items: Sequence[T], load: Callable[[T], RolloutRequest], item_id: Callable[[T], str],
+def predict(rollouts: RolloutGroup, items: Sequence[T], load: Callable[[T], RolloutRequest],
+            item_id: Callable[[T], str],
             task: str | Callable[[T], str], sampling: SamplingSettings, batch_size: int, desc: str | None = None,
             on_chunk: Callable[[list[ItemPrediction]], None] | None = None) -> list[ItemPrediction]:
     """Predictions for `items` in order, through the rollout actors.

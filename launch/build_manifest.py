@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from qadata.adapters import ADAPTERS, LabelFileError, build_frame  # noqa: E402
-from qadata.manifest import write_manifest  # noqa: E402
+from qadata.adapters import ADAPTERS, LabelFileError, build_frame
+from qadata.manifest import write_manifest
 
 
 def main(argv: list[str] | None = None) -> dict:

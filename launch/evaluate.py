@@ -17,32 +17,35 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import pandas as pd
+import ray
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import ray  # noqa: E402
-
-from evaluation.brisque_baseline import brisque_score, brisque_to_mos_scale  # noqa: E402
-from evaluation.eval_report import (  # noqa: E402
-    METRICS, error_plot, markdown_table, published_comparison, results_frame, scatter_plot,
+from evaluation.brisque_baseline import brisque_score, brisque_to_mos_scale
+from evaluation.eval_report import (
+    METRICS,
+    error_plot,
+    markdown_table,
+    published_comparison,
+    results_frame,
+    scatter_plot,
 )
-from evaluation.prediction import ItemPrediction, predict, start_scorers  # noqa: E402
-from evaluation.quality_metrics import quality_metrics  # noqa: E402
-from evaluation.scoring_args import add_scoring_args, scoring_config  # noqa: E402
-from evaluation.validation import set_metrics  # noqa: E402
-from launch.trainer.tracking import Tracker  # noqa: E402
-from qadata.manifest import Item, ManifestError, items, read_manifest  # noqa: E402
-from qadata.media import MediaError, load_image  # noqa: E402
-from qadata.requests import media_request  # noqa: E402
-from rewards.answer_format import TASK_OF_KIND  # noqa: E402
-from qadata.video import VideoSettings  # noqa: E402
-from rollouts.backend import SamplingSettings  # noqa: E402
-from rollouts.processor import resolve_model  # noqa: E402
+from evaluation.prediction import ItemPrediction, predict, start_scorers
+from evaluation.quality_metrics import quality_metrics
+from evaluation.scoring_args import add_scoring_args, scoring_config
+from evaluation.validation import set_metrics
+from launch.trainer.tracking import Tracker
+from models.processor import resolve_model
+from qadata.manifest import Item, ManifestError, items, read_manifest
+from qadata.media import MediaError, load_image
+from qadata.requests import media_request
+from qadata.video import VideoSettings
+from rewards.answer_format import TASK_OF_KIND
+from rollouts.backend import SamplingSettings
+
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, members in sets.items():
         task = TASK_OF_KIND[members[0].kind]
         predictions = predict(
-            rollouts, members, lambda i: media_request(i.item_id, i.path, i.kind, task, video),
+            rollouts, members, lambda i, task=task: media_request(i.item_id, i.path, i.kind, task, video),
             lambda i: i.item_id, task, sampling, cfg.eval.batch_size, desc=f"{name} ({len(members)} items)",
         )
         mos = np.array([i.mos for i in members])

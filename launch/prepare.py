@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from qadata.benchmark_set import generate_benchmark  # noqa: E402
-from qadata.generated import generate  # noqa: E402
-from qadata.manifest import items, read_manifest  # noqa: E402
-from qadata.media import load_image  # noqa: E402
-from rollouts import tiny_model  # noqa: E402
+from models import tiny_model
+from qadata.benchmark_set import generate_benchmark
+from qadata.generated import generate
+from qadata.manifest import items, read_manifest
+from qadata.media import load_image
 
 
 def prepare(root: str | Path = "artifacts", warmup_steps: int = 600, threads: int = 2,

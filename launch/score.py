@@ -17,20 +17,17 @@ import csv
 import io
 import json
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import ray
 
-import ray  # noqa: E402
-
-from evaluation.prediction import ItemPrediction, predict, start_scorers  # noqa: E402
-from evaluation.scoring_args import add_scoring_args, scoring_config  # noqa: E402
-from qadata.requests import media_request  # noqa: E402
-from rewards.answer_format import IQA_ASPECTS, TASK_OF_KIND, VQA_SCORES  # noqa: E402
-from qadata.video import VideoSettings  # noqa: E402
-from rollouts.backend import SamplingSettings  # noqa: E402
-from rollouts.processor import resolve_model  # noqa: E402
+from evaluation.prediction import ItemPrediction, predict, start_scorers
+from evaluation.scoring_args import add_scoring_args, scoring_config
+from models.processor import resolve_model
+from qadata.requests import media_request
+from qadata.video import VideoSettings
+from rewards.answer_format import IQA_ASPECTS, TASK_OF_KIND, VQA_SCORES
+from rollouts.backend import SamplingSettings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".3gp"}
@@ -190,9 +187,10 @@ def main(argv: list[str] | None = None) -> dict:
             if not members:
                 continue
             task = TASK_OF_KIND[kind]
-            predict(rollouts, members, lambda path: media_request(path, path, kind, task, video),
+            predict(rollouts, members, lambda path, kind=kind, task=task: media_request(path, path, kind, task, video),
                     lambda path: path, task, sampling, cfg.eval.batch_size, desc=f"scoring {len(members)} {kind}s",
-                    on_chunk=lambda chunk: output.append([row_of(p.item_id, kind, task, p) for p in chunk]))
+                    on_chunk=lambda chunk, kind=kind, task=task: output.append(
+                        [row_of(p.item_id, kind, task, p) for p in chunk]))
         ray.shutdown()
     rows = output.read()
     failed = sum(bool(r.get("error")) for r in rows)

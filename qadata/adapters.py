@@ -11,9 +11,9 @@ accepts the layout described there, and fails with the file and column named oth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -339,6 +339,3 @@ def build_frame(name: str, root: str | Path) -> pd.DataFrame:
     frame["dataset"], frame["kind"] = name, adapter.kind
     return frame
 
-
-def dataset_names() -> list[str]:
-    return sorted(ADAPTERS)

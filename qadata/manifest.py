@@ -34,7 +34,7 @@ class Item:
 
 def validate(frame: pd.DataFrame, source: str) -> None:
     """Raise ManifestError naming the file, row and column of the first problem."""
-    for column, kind in REQUIRED.items():
+    for column in REQUIRED:
         if column not in frame.columns:
             raise ManifestError(f"{source}: missing column {column!r} (required: {', '.join(REQUIRED)})")
     mos = pd.to_numeric(frame["mos"], errors="coerce")

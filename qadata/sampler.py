@@ -6,23 +6,20 @@ import numpy as np
 
 
 class BatchSampler:
-    """Yields lists of indices into `size` items, `batch_size` at a time, reshuffling each epoch.
+    """Hands out indices into `size` items, as many as asked for at a time, reshuffling each epoch.
 
     The order of epoch e is a permutation seeded by (seed, e), so a state of (epoch, position)
     is all a checkpoint needs. A batch that runs past an epoch's end continues in the next one.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int):
+    def __init__(self, size: int, seed: int):
         if size < 1:
             raise ValueError("cannot sample batches from zero items")
-        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.size, self.seed = size, seed
         self.epoch, self.position = 0, 0
 
     def _order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(self.size)
-
-    def next_batch(self) -> list[int]:
-        return self.take(self.batch_size)
 
     def take(self, count: int) -> list[int]:
         """The next `count` indices (a caller that skips an unreadable item asks for one more, so no

@@ -14,8 +14,8 @@ where the fast pass misses a frame, are decoded a second way: every frame, in ou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -22,7 +22,6 @@ from PIL import Image
 
 from qadata.errors import MediaError
 
-
 MIN_CELL_SIDE = 28  # one vision patch pair of Qwen2.5-VL: a smaller grid cell carries nothing
 
 

@@ -40,7 +40,7 @@ class PRPOWeights:
     triplet_ranking: float
 
     @classmethod
-    def from_config(cls, reward) -> "PRPOWeights":
+    def from_config(cls, reward) -> PRPOWeights:
         """The weights of a validated config's `reward` section."""
         return cls(**{name: getattr(reward, name) for name in cls.__dataclass_fields__})
 
@@ -207,46 +207,47 @@ def reward_components(
     return parts
 
 
-def accuracy_reward(
-    scores: np.ndarray,
-    mos: np.ndarray,
-    task: str,
-    weights: PRPOWeights,
-    preference_group: int | None = None,
-) -> np.ndarray:
-    """Parsed answer vectors [B, K, D] and MOS [B] -> accuracy reward [B, K]."""
-    return reward_components(scores, mos, task, weights, preference_group)["accuracy"]
-
-
 # The accuracy rewards a run may use: prpo (the two branches above) | absolute_error (the plain score
 # reward, for the ablation).
 ACCURACY_REWARDS = ("prpo", "absolute_error")
 
 
+@dataclass
+class BatchRewards:
+    """A step's answers scored: `terms` holds every reward term and "total", each [B, K]; beside them what the
+    answers said: `predictions` [B, K] (mean of the parsed numbers) and `parsed` [B, K] (1.0 where evaluation's
+    strict reader gets the scores)."""
+
+    terms: dict[str, np.ndarray]
+    predictions: np.ndarray
+    parsed: np.ndarray
+
+
 def batch_rewards(texts: list[list[str]], mos, tasks: list[str], weights: PRPOWeights, format_weight: float,
-                  accuracy_weight: float, preference_group: int | None, accuracy: str) -> dict[str, np.ndarray]:
+                  accuracy_weight: float, preference_group: int | None, accuracy: str) -> BatchRewards:
     """One step's answers texts [B][K], MOS [B] and each item's task [B] -> every term and the total.
 
-    Returns {"total", "accuracy", "format", every PRPO term, "prediction" (mean of the parsed numbers),
-    "parsed" (1 where evaluation's strict reader gets the scores)}, each [B, K]. A batch that mixes tasks is
-    scored per task, so the preference branch compares images with images and videos with videos; a term
-    one task does not have (rank_to_mos for VQA) is 0 on its rows.
+    The terms are "total", "accuracy", "format" and every PRPO term. A batch that mixes tasks is scored per task,
+    so the preference branch compares images with images and videos with videos; a term one task does not have
+    (rank_to_mos for VQA) is 0 on its rows.
     """
     if accuracy not in ACCURACY_REWARDS:
         raise ValueError(f"reward.accuracy {accuracy!r} is not one of {ACCURACY_REWARDS}")
     mos = np.asarray(mos, dtype=np.float64)
-    out: dict[str, np.ndarray] = {}
+    shape = (len(texts), len(texts[0]) if texts else 0)
+    terms: dict[str, np.ndarray] = {}
+    predictions, parsed = np.zeros(shape), np.zeros(shape)
     for task in sorted(set(tasks)):
         rows = np.flatnonzero(np.asarray(tasks) == task)
         group = [texts[i] for i in rows]
         vectors = parse_answers(group, task)
         parts = reward_components(vectors, mos[rows], task, weights, preference_group)
         parts["format"] = format_reward([t for row in group for t in row], task).reshape(vectors.shape[:2])
-        parts["parsed"] = np.asarray([[read_scores(t, task) is not None for t in row] for row in group], float)
-        parts["prediction"] = vectors.mean(axis=-1)
+        parsed[rows] = [[read_scores(t, task) is not None for t in row] for row in group]
+        predictions[rows] = vectors.mean(axis=-1)
         if accuracy == "absolute_error":
-            parts["accuracy"] = absolute_error_reward(parts["prediction"], mos[rows])
+            parts["accuracy"] = absolute_error_reward(predictions[rows], mos[rows])
         for key, value in parts.items():
-            out.setdefault(key, np.zeros((len(texts), vectors.shape[1])))[rows] = value
-    out["total"] = accuracy_weight * out["accuracy"] + format_weight * out["format"]
-    return out
+            terms.setdefault(key, np.zeros(shape))[rows] = value
+    terms["total"] = accuracy_weight * terms["accuracy"] + format_weight * terms["format"]
+    return BatchRewards(terms, predictions, parsed)

@@ -8,8 +8,9 @@ NCCL / CUDA-IPC weight transfer). Weights arrive as a name -> tensor mapping in 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Protocol
 
 import torch
 
@@ -27,13 +28,13 @@ class SamplingSettings:
     greedy: bool
 
     @classmethod
-    def training(cls, rollout, seed: int) -> "SamplingSettings":
+    def training(cls, rollout, seed: int) -> SamplingSettings:
         """A step's G answers per item, from the config's `rollout` section."""
         return cls(n=rollout.group_size, temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
                    max_new_tokens=rollout.max_new_tokens, seed=seed, greedy=False)
 
     @classmethod
-    def evaluation(cls, evaluation, rollout, seed: int) -> "SamplingSettings":
+    def evaluation(cls, evaluation, rollout, seed: int) -> SamplingSettings:
         """Validation and scoring (`eval` section): greedy, or `samples` answers at the rollout temperature."""
         return cls(n=1 if evaluation.greedy else evaluation.samples, temperature=rollout.temperature,
                    top_p=rollout.top_p, top_k=rollout.top_k, max_new_tokens=evaluation.max_new_tokens, seed=seed,
@@ -71,9 +72,6 @@ class RolloutBackend(Protocol):
     def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
         """Replace the policy weights; later generations use exactly these."""
 
-    def weights_version(self) -> int:
-        """The version of the last `load_weights` (0 for the weights loaded from disk)."""
-
     def state_dict(self) -> Mapping[str, torch.Tensor]:
         """The generation weights in Hugging Face naming (for digests); NotImplementedError if the engine
         keeps them fused."""
@@ -92,5 +90,5 @@ class WeightTransferTarget(Protocol):
 
     def finish_weight_update(self) -> None: ...
 
-    def after_sync(self, version: int | None = None) -> None:
-        """Caches computed with the old weights are dropped; `version` recorded."""
+    def after_sync(self) -> None:
+        """Caches computed with the old weights are dropped."""

@@ -6,15 +6,15 @@ log-prob of each step (never the step's whole logits)."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from models.loading import load_policy
+from models.processor import QualityProcessor
+from models.sequences import prefill, with_cache
 from rollouts.backend import Completion, RolloutRequest, SamplingSettings
-from rollouts.model_loading import load_policy
-from rollouts.processor import QualityProcessor
-from rollouts.sequences import prefill, with_cache
 
 
 class HFRolloutBackend:
@@ -26,7 +26,6 @@ class HFRolloutBackend:
         self.model.eval()
         self.device = rollout.device
         self.prompt_chunk = rollout.prompt_chunk
-        self._version = 0
 
     @torch.no_grad()
     def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
@@ -51,16 +50,13 @@ class HFRolloutBackend:
 
     def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
         self.model.load_state_dict(dict(weights), strict=True)
-        self._version = version
-
-    def weights_version(self) -> int:
-        return self._version
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
 
-def next_tokens(logits: torch.Tensor, sampling: SamplingSettings, suppress: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def next_tokens(logits: torch.Tensor, sampling: SamplingSettings,
+                suppress: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [N, V] -> the next token [N] (greedy, or sampled at the temperature within top-k / top-p) and its
     log-prob [N] at the sampling temperature over the whole vocabulary: what the learner recomputes."""
     temperature = 1.0 if sampling.greedy else sampling.temperature

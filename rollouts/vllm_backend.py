@@ -24,13 +24,13 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
+from models.processor import IMAGE_PAD, answer_token_ids, require_model_folder
 from rollouts.backend import Completion, RolloutRequest, SamplingSettings
-from rollouts.processor import IMAGE_PAD, answer_token_ids, require_model_folder
 from rollouts.prompt_budget import PromptLimits, budget_problem
 
 WEIGHT_SYNCS = ("object_store", "nccl", "ipc")
@@ -120,7 +120,6 @@ class VLLMRolloutBackend:
         self.llm = LLM(**kwargs)
         self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
         self.skipped: list[str] = []  # every prompt skipped for its size, named
-        self._version = 0
         self._asleep = False
 
     # ------------------------------------------------------------------ generation
@@ -200,7 +199,6 @@ class VLLMRolloutBackend:
         """Hugging Face-named full weights, loaded in place (weight_sync: object_store)."""
         call_with_timeout(f"weight sync to version {version}", self.sync_timeout_s,
                           self._reload, weights)
-        self._version = version
 
     def _reload(self, weights: Mapping[str, torch.Tensor]) -> None:
         self.wake(["weights"])
@@ -229,18 +227,13 @@ class VLLMRolloutBackend:
     def finish_weight_update(self) -> None:
         self.llm.finish_weight_update()
 
-    def after_sync(self, version: int | None = None) -> None:
+    def after_sync(self) -> None:
         """Cached prefixes and cached picture embeddings were computed with the old weights (the vision
         tower is trained too); then the KV cache comes back."""
         self.llm.reset_prefix_cache()
         # Encoder outputs are cached by picture hash; the processed pixels (the mm cache) stay valid.
         self.llm.llm_engine.reset_encoder_cache()
         self.wake(["kv_cache"])
-        if version is not None:
-            self._version = version
-
-    def weights_version(self) -> int:
-        return self._version
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError("vLLM keeps fused weights (qkv_proj, gate_up_proj): compare answers, not digests "

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Fixtures that build and warm up a model (a minute or more on 2 cores): a test that uses one, directly or through
+# another fixture, is not a unit test and is marked slow, so `make test-fast` (-m "not slow") never builds them.
+MODEL_FIXTURES = {"tiny_model", "tiny_model_heads64"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +29,9 @@ def tiny_model(tmp_path_factory, generated_data) -> Path:
     """A tiny model with a short format warm-up, images and clips (most greedy answers parse): real files."""
     import torch
 
+    from models import tiny_model as builder
     from qadata.manifest import items, read_manifest
     from qadata.media import load_image
-    from rollouts import tiny_model as builder
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("model") / "tiny"
@@ -40,9 +47,9 @@ def tiny_model_heads64(tmp_path_factory, generated_data) -> Path:
     """The tiny model with 2 text heads of 64 (vLLM's CPU attention wants head_dim >= 64), warmed up the same way."""
     import torch
 
+    from models import tiny_model as builder
     from qadata.manifest import items, read_manifest
     from qadata.media import load_image
-    from rollouts import tiny_model as builder
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("model64") / "tiny-heads64"
@@ -57,10 +64,10 @@ def _clips(folder: Path) -> list:
     """The pictures of 4 short panning clips (64 px, as the CI benchmark's), for the VQA answer format."""
     import numpy as np
 
+    from helpers import video_settings
     from qadata.benchmark_set import pan_clip
     from qadata.generated import photo_pixels
     from qadata.video import video_pictures
-    from helpers import video_settings
     from qadata.video_files import write_video
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from test_video import audio_only_mp4, zero_frame_avi
 
 from qadata.video_files import write_video
-from test_video import audio_only_mp4, zero_frame_avi
 
 
 def _png_declaring(width: int, height: int) -> bytes:
@@ -25,7 +25,8 @@ def _png_declaring(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4)) + chunk(b"IEND", b"")
+    pixels = chunk(b"IDAT", zlib.compress(b"\0" * 4))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
 def _photo(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -10,9 +10,9 @@ from PIL import Image
 from scipy import stats
 
 from evaluation.brisque_baseline import brisque_score
+from helpers import video_settings
 from qadata.benchmark_set import HELD_OUT, IMAGE_TYPES, VIDEO_TYPES, ci_benchmark
 from qadata.manifest import read_manifest
-from helpers import video_settings
 from qadata.video import video_pictures
 
 

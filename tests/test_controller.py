@@ -30,7 +30,7 @@ def test_an_unreadable_item_never_pushes_a_readable_one_out_of_the_epoch(generat
     manifest = write_manifest(pd.DataFrame(rows), tmp_path / "m.parquet")
     cfg = load_config(None, [f"data.train_manifest={manifest}", "data.eval_split=train"])
     data = RunData(cfg)
-    sampler = BatchSampler(len(data.train), 5, seed=0)
+    sampler = BatchSampler(len(data.train), seed=0)
     seen = []
     for _ in range(2):  # 10 readable items: two batches of 5 are exactly one epoch of them
         requests, mos = data.batch(sampler, 5)
@@ -133,20 +133,23 @@ def test_a_tracking_server_outage_is_survived_and_nothing_is_lost(tmp_path, caps
 def test_step_metrics_log_every_reward_term_that_comes_back():
     from actors.learner import deal_samples
     from launch.trainer.metrics import step_metrics
+    from rewards.prpo import BatchRewards
     from rollouts.backend import Completion, RolloutRequest
 
-    rewards = {"total": np.array([[1.0, 2.0]]), "accuracy": np.array([[0.5, 1.0]]), "format": np.array([[1.0, 1.0]]),
-               "novel_term": np.array([[0.25, 0.75]]), "prediction": np.array([[3.0, 4.0]]),
-               "parsed": np.array([[1.0, 0.0]])}
+    terms = {"total": np.array([[1.0, 2.0]]), "accuracy": np.array([[0.5, 1.0]]), "format": np.array([[1.0, 1.0]]),
+             "novel_term": np.array([[0.25, 0.75]])}
+    rewards = BatchRewards(terms, predictions=np.array([[3.0, 4.0]]), parsed=np.array([[1.0, 0.0]]))
     answers = [[Completion([1, 2], "a"), Completion([3], "b")]]
     stats = [{"loss": 0.1, "kl": 0.01, "nonfinite": 0.0, "grad_norm": 0.5, "tokens": 3}]
     metrics = step_metrics(rewards, answers, [3.0], np.array([[-1.0, 1.0]]), stats)
-    assert metrics["reward/novel_term"] == 0.5 and metrics["reward/total"] == 1.5
-    assert "reward/prediction" not in metrics and "reward/parsed" not in metrics
+    assert metrics["reward/novel_term"] == 0.5 and metrics["reward/total"] == 1.5 and metrics["reward/format"] == 1.0
+    assert not [k for k in metrics if k.startswith("reward/") and k.split("/")[1] not in terms]
+    assert "format_rate" not in metrics  # the same number as reward/format: logged once
     assert metrics["answers/parse_rate"] == 0.5 and metrics["answers/distinct_share"] == 1.0
     assert metrics["answers/within_group_spread"] == 0.5 and metrics["learner/tokens"] == 3
-    # Answers are dealt to learner ranks in equal consecutive shares, each with its own advantage: a group
-    # stays on one rank where the split allows (its prompt then runs once there).
+    # Answers are dealt to learner ranks in equal consecutive shares, each with its own advantage and its group
+    # (the index of its request in the batch): a group stays on one rank where the split allows (its prompt
+    # then runs once there).
     requests = [RolloutRequest("x", [], [], "iqa")]
     shards = deal_samples(requests, answers, np.array([[-1.0, 1.0]]), 2)
     assert [[s.advantage for s in shard] for shard in shards] == [[-1.0], [1.0]]
@@ -154,3 +157,4 @@ def test_step_metrics_log_every_reward_term_that_comes_back():
     rows = [[Completion([i, k], f"{i}{k}") for k in range(2)] for i in range(3)]
     shards = deal_samples(three, rows, np.arange(6.0).reshape(3, 2), 3)
     assert [[s.token_ids[0] for s in shard] for shard in shards] == [[0, 0], [1, 1], [2, 2]]
+    assert [[s.group for s in shard] for shard in shards] == [[0, 0], [1, 1], [2, 2]]

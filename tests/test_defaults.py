@@ -17,8 +17,8 @@ from launch.trainer.config import CHOICES, MISSING, flatten, load_config
 SCANNED = ("actors", "rollouts", "rewards", "qadata", "evaluation", "launch")
 # Names that coincide with a config option but are not one, with the reason.
 NOT_OPTIONS = {
-    ("rollouts/tiny_model.py", "warm_up"): "the test model's supervised warm-up, before any run",
-    ("rollouts/tiny_model.py", "TinyModelSpec"): "the test model's architecture and its init seed",
+    ("models/tiny_model.py", "warm_up"): "the test model's supervised warm-up, before any run",
+    ("models/tiny_model.py", "TinyModelSpec"): "the test model's architecture and its init seed",
     ("launch/prepare.py", "prepare"): "the tiny model's warm-up (make prepare), not a run option",
     ("qadata/benchmark_set.py", "generate_benchmark"): "the generated data set's own seed",
 }
@@ -130,7 +130,7 @@ def test_scoring_commands_take_their_defaults_from_the_config(command, config_fi
     from evaluation.scoring_args import OPTION_KEYS
 
     parser = cli_parser(command)
-    for dest, (key, kind, _) in OPTION_KEYS.items():
+    for dest, (key, _, _) in OPTION_KEYS.items():
         assert parser.get_default(dest) is None, dest
         assert key in expected_flat, key
     changed = module.parse_args(argv + ["--temperature", "0.3", "--samples", "4", "--video-decoder", "decord"])
@@ -148,11 +148,11 @@ def test_a_scoring_option_out_of_range_is_named(capsys):
 
 def test_each_choice_list_is_the_owning_modules():
     """The config checks allowed values against the tuples the owning modules use themselves."""
-    from actors import grpo, learner, placement, reward, rollout
+    from actors import grpo_objective, learner, placement, reward, rollout
     from qadata import video
     from rollouts import vllm_backend
 
-    assert CHOICES["algorithm.kl_estimator"] is grpo.KL_ESTIMATORS
+    assert CHOICES["algorithm.kl_estimator"] is grpo_objective.KL_ESTIMATORS
     assert CHOICES["learner.comm_backend"] is learner.COMM_BACKENDS
     assert CHOICES["placement.mode"] is placement.PLACEMENT_MODES
     assert CHOICES["reward.preference_scope"] is reward.PREFERENCE_SCOPES

@@ -93,7 +93,8 @@ def test_score_folder_interrupted_and_restarted_has_each_file_once(tiny_model, g
     frames = np.random.default_rng(0).integers(0, 255, (20, 112, 112, 3), dtype=np.uint8)
     write_video(folder / "clip.mp4", frames, fps=10)
     output = tmp_path / "scores.csv"
-    args = [sys.executable, "launch/score.py", "--model", str(tiny_model), "--config", "configs/local.yaml", str(folder),
+    args = [sys.executable, "launch/score.py", "--model", str(tiny_model), "--config", "configs/local.yaml",
+            str(folder),
             "--output", str(output), "--batch-size", "2", "--max-new-tokens", "48", "--threads", "1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

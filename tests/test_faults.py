@@ -20,9 +20,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from test_training_run import metric_steps, overrides, run_status
 
 from helpers import ROOT, run_cli
-from test_training_run import metric_steps, overrides, run_status
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,8 @@ class Run:
 
     def __init__(self, args: list[str]):
         self.process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                        stderr=subprocess.STDOUT, text=True,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from actors.grpo import aggregate, group_advantages, grpo_loss, kl_penalty
+from actors.grpo_objective import aggregate, group_advantages, grpo_loss, kl_penalty
 from helpers import loss_options
 
 
@@ -77,7 +77,7 @@ def test_clip_higher_is_asymmetric():
 
 
 def test_truncated_importance_weights_cap_and_reweight_the_policy_term():
-    from actors.grpo import rollout_importance_weights
+    from actors.grpo_objective import rollout_importance_weights
 
     old = torch.log(torch.tensor([[0.5, 0.4, 0.9], [0.2, 0.2, 0.2]]))
     rollout = torch.log(torch.tensor([[0.5, 0.1, 0.3], [0.4, 0.2, 0.01]]))

@@ -10,15 +10,15 @@ import pytest
 from actors.lr_schedule import learning_rate
 from actors.reward import RewardWorker
 from helpers import ROOT, reward_section
-from launch.trainer.config import load_config
 from launch.trainer.checkpoint import CheckpointStore
+from launch.trainer.config import load_config
 from launch.trainer.health import HealthGuard
 from rewards.absolute_error import absolute_error_reward
 from rewards.answer_format import format_answer, parse_answer, read_scores
 
 
 def healthy(**changes) -> dict:
-    metrics = {"format_rate": 1.0, "answers/parse_rate": 1.0, "answers/within_group_spread": 0.4,
+    metrics = {"reward/format": 1.0, "answers/parse_rate": 1.0, "answers/within_group_spread": 0.4,
                "answers/distinct_share": 0.9, "learner/nonfinite": 0.0, "learner/kl": 0.3, "reward/total": 1.3}
     return {**metrics, **changes}
 
@@ -33,15 +33,15 @@ def test_a_healthy_run_is_never_breached(health):
     rng = np.random.default_rng(0)
     for step in range(1, 200):
         assert guard.check(step, healthy(**{"learner/kl": float(rng.uniform(0.2, 0.6)),
-                                            "format_rate": float(rng.choice([0.94, 1.0]))})) is None
+                                            "reward/format": float(rng.choice([0.94, 1.0]))})) is None
 
 
 def test_format_loss_is_caught_within_its_window(health):
     guard = HealthGuard(health)
     for step in range(1, 11):
         assert guard.check(step, healthy()) is None
-    assert guard.check(11, healthy(format_rate=0.77)) is None  # one bad step: mean of 3 is still 0.92
-    breach = guard.check(12, healthy(format_rate=0.0))
+    assert guard.check(11, healthy(**{"reward/format": 0.77})) is None  # one bad step: mean of 3 is still 0.92
+    breach = guard.check(12, healthy(**{"reward/format": 0.0}))
     assert breach.signal == "format_rate" and breach.step == 12 and breach.window == health.format_rate.window
     assert "health.format_rate.min" in breach.message
 
@@ -78,7 +78,7 @@ def test_forgetting_after_a_rollback_restarts_the_windows(health):
     guard = HealthGuard(health)
     for step in range(1, 11):
         guard.check(step, healthy())
-    guard.check(11, healthy(format_rate=0.0))
+    guard.check(11, healthy(**{"reward/format": 0.0}))
     guard.forget_after(8)
     assert [r["step"] for r in guard.recent] == list(range(1, 9))
     assert guard.check(9, healthy()) is None
@@ -120,16 +120,17 @@ def test_a_160_digit_answer_parses_without_inf():
     assert read_scores(text, "iqa") is None
     assert read_scores("<answer>" + "9" * 400 + " 2 2 2 2</answer>", "iqa") is None
     good = format_answer("fine", [3, 3, 3, 3, 3])
-    scored = RewardWorker("iqa", reward_section()).score([[text, good, good], [good, good, text]], [2.0, 4.0])
-    for key, value in scored.items():
+    scored = RewardWorker(reward_section()).score([[text, good, good], [good, good, text]], [2.0, 4.0],
+                                                  ["iqa", "iqa"])
+    for key, value in {**scored.terms, "predictions": scored.predictions}.items():
         assert np.all(np.isfinite(value)), key
-    assert scored["parsed"].tolist() == [[0, 1, 1], [1, 1, 0]]
+    assert scored.parsed.tolist() == [[0, 1, 1], [1, 1, 0]]
 
 
 def test_absolute_error_reward_and_its_worker_option():
     assert absolute_error_reward(np.array([[1.0, 3.0, 5.0]]), np.array([3.0])).tolist() == [[0.5, 1.0, 0.5]]
     answers = [[format_answer("x", [2] * 5), format_answer("x", [4] * 5)]]
-    plain = RewardWorker("iqa", reward_section(accuracy="absolute_error")).score(answers, [2.0])
-    assert plain["accuracy"].tolist() == [[1.0, 0.5]] and plain["total"].tolist() == [[2.0, 1.5]]
+    plain = RewardWorker(reward_section(accuracy="absolute_error")).score(answers, [2.0], ["iqa"])
+    assert plain.terms["accuracy"].tolist() == [[1.0, 0.5]] and plain.terms["total"].tolist() == [[2.0, 1.5]]
     with pytest.raises(ValueError, match="reward.accuracy"):
-        RewardWorker("iqa", reward_section(accuracy="mse"))
+        RewardWorker(reward_section(accuracy="mse"))

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_training_run import overrides
 
 from helpers import run_cli, video_settings
 from qadata.benchmark_set import ci_benchmark
 from qadata.manifest import read_manifest, write_manifest
 from qadata.media import load_pictures
 from qadata.video_files import write_video
-from test_training_run import overrides
 
 pytestmark = pytest.mark.slow
 

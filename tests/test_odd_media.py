@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from helpers import run_cli, video_settings
-from qadata.requests import media_request
 from odd_media import kind_of, make_odd_media
 from qadata.manifest import items, read_manifest, write_manifest
 from qadata.media import MediaError
+from qadata.requests import media_request
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_training_run import overrides
 
 from actors.placement import plan
 from helpers import run_cli
-from test_training_run import overrides
 
 
 def test_separate_gives_each_role_its_own_gpus():

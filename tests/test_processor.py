@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rollouts.processor import QualityProcessor, require_model_folder
+from models.processor import QualityProcessor, require_model_folder
 from rewards.answer_format import chat_messages
 
 

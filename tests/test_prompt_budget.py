@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rollouts.processor import QualityProcessor
+from models.processor import QualityProcessor
 from rollouts.prompt_budget import PromptLimits, budget_problem, picture_tokens
 
 

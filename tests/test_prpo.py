@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
+from helpers import reward_section
 from rewards import answer_format, prpo
 from rewards.prpo_literal import literal_pairwise, literal_triplet_ranking
-from helpers import reward_section
 
 # The paper's weights, as configs/base.yaml gives them.
 W = prpo.PRPOWeights.from_config(reward_section())
@@ -147,7 +147,6 @@ def test_combination_iqa_and_vqa():
     core += 0.125 * parts["triplet_ranking"]
     np.testing.assert_allclose(parts["accuracy"], (core + parts["rank_to_mos"]) / 3)
     np.testing.assert_allclose(parts["accuracy"], (parts["response"] + parts["preference"]) / 3)
-    np.testing.assert_allclose(prpo.accuracy_reward(vectors, mos, "iqa", W), parts["accuracy"])
     video = prpo.reward_components(vectors[..., :2], mos, "vqa", W)
     assert "rank_to_mos" not in video
     np.testing.assert_allclose(video["accuracy"], video["response"] + video["preference"])
@@ -166,9 +165,9 @@ def test_preference_scope_global_versus_chunks():
 
 def test_shapes_are_checked():
     with pytest.raises(ValueError, match=r"\[B, K, 5\]"):
-        prpo.accuracy_reward(np.zeros((2, 3, 2)), np.zeros(2), "iqa", W)
+        prpo.reward_components(np.zeros((2, 3, 2)), np.zeros(2), "iqa", W)
     with pytest.raises(ValueError, match="mos"):
-        prpo.accuracy_reward(np.zeros((2, 3, 5)), np.zeros(3), "iqa", W)
+        prpo.reward_components(np.zeros((2, 3, 5)), np.zeros(3), "iqa", W)
 
 
 def test_a_constant_answer_earns_less_preference_than_the_right_order():

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from actors.learner import LearnerRank, LearnerSettings, TrainSample, weights_digest
+from actors.learner import LearnerRank, LearnerSettings, TrainSample
 from actors.reward import RewardWorker
+from helpers import local_config, reward_section, rollout_worker, sampling
+from models.sequences import completion_logprobs
+from models.weights import weights_digest
 from qadata.manifest import items, read_manifest
 from qadata.media import load_image
-from helpers import local_config, reward_section, rollout_worker, sampling
-from rollouts.backend import RolloutRequest
 from rewards.answer_format import chat_messages
-from rollouts.sequences import completion_logprobs
+from rollouts.backend import RolloutRequest
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +56,9 @@ def test_rollout_answers_g_times_with_logprobs(tiny_model, requests_):
     logprobs, _, _ = completion_logprobs(worker.backend.model, prompts, [c.token_ids], worker.backend.processor.pad_id,
                                       1.0)
     torch.testing.assert_close(logprobs[0], torch.tensor(c.logprobs), atol=1e-4, rtol=0)
-    scored = RewardWorker("iqa", reward_section()).score([[a.text for a in row] for row in answers], requests_[1])
-    assert scored["total"].shape == (len(requests), 3)
+    texts = [[a.text for a in row] for row in answers]
+    scored = RewardWorker(reward_section()).score(texts, requests_[1], [r.task for r in requests])
+    assert scored.terms["total"].shape == (len(requests), 3)
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
@@ -66,7 +68,7 @@ def test_learner_step_follows_the_advantage(learner, requests_, sign):
     tokens = learner.processor.tokenizer("<answer>soft vivid dim</answer><think>")["input_ids"]
 
     def logprobs() -> torch.Tensor:
-        probe = TrainSample(request.images, request.messages, tokens, sign, [0.0] * len(tokens))
+        probe = TrainSample(request.images, request.messages, tokens, sign, [0.0] * len(tokens), 0)
         with torch.no_grad():
             lp, _, mask = completion_logprobs(learner.engine.module, learner._encode([probe]), [tokens],
                                               learner.processor.pad_id, learner.settings.temperature)
@@ -76,9 +78,9 @@ def test_learner_step_follows_the_advantage(learner, requests_, sign):
         return float(logprobs().sum())
 
     # On-policy: the sampling log-probs are the current ones (importance ratio 1).
-    samples = [TrainSample(request.images, request.messages, tokens, sign, logprobs().tolist())] * 3
+    samples = [TrainSample(request.images, request.messages, tokens, sign, logprobs().tolist(), 0)] * 3
     before = logprob()
-    stats = learner.train_step(samples)
+    stats = learner.train_step(samples, learner.settings.lr)
     after = logprob()
     assert stats["tokens"] == 3 * len(tokens)
     assert (after - before) * sign > 0.1
@@ -88,11 +90,11 @@ def test_rollout_generates_with_the_synced_weights(tiny_model, learner, requests
     worker = rollout_worker(tiny_model)
     weights = learner.full_weights()
     assert worker.weights_digest() != weights_digest(weights)  # the learner has stepped
-    worker.load_weights(weights, version=7)
-    assert worker.weights_version() == 7 and worker.weights_digest() == weights_digest(weights)
+    assert worker.load_weights(weights, version=7) == 7
+    assert worker.weights_digest() == weights_digest(weights)
     request = requests_[0][0]
     answer = worker.generate([request], sampling(n=1, greedy=True, max_new_tokens=12))[0][0]
-    prompts = learner._encode([TrainSample(request.images, request.messages, [], 0.0, [])])
+    prompts = learner._encode([TrainSample(request.images, request.messages, [], 0.0, [], 0)])
     with torch.no_grad():
         expected = learner.engine.module.generate(
             **prompts, do_sample=False, max_new_tokens=12, eos_token_id=learner.processor.eos_ids,
@@ -110,14 +112,14 @@ def test_a_poisoned_micro_batch_is_not_applied_and_counted(tiny_model, requests_
     tokens = rank.processor.tokenizer("<think>soft</think><answer>\n3.00\n</answer>")["input_ids"]
 
     def batch(*advantages):
-        return [TrainSample(request.images, request.messages, tokens, a, [0.0] * len(tokens)) for a in advantages]
+        return [TrainSample(request.images, request.messages, tokens, a, [0.0] * len(tokens), 0) for a in advantages]
 
     start = weights_digest(rank.full_weights())
-    stats = rank.train_step(batch(float("nan"), 1.0, float("inf"), -1.0))
+    stats = rank.train_step(batch(float("nan"), 1.0, float("inf"), -1.0), rank.settings.lr)
     assert stats["nonfinite"] == 1.0 and stats["applied"] == 0.0
     assert weights_digest(rank.full_weights()) == start  # Adam's momentum did not move the weights either
 
-    stats = rank.train_step(batch(1.0, -1.0, float("nan"), 0.5))
+    stats = rank.train_step(batch(1.0, -1.0, float("nan"), 0.5), rank.settings.lr)
     weights = rank.full_weights()
     assert stats["nonfinite"] == 0.5 and stats["applied"] == 1.0 and np.isfinite(stats["loss"])
     assert stats["grad_norm"] > 0 and weights_digest(weights) != start

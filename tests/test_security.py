@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from test_faults import Run, args_for
 
 from launch.trainer.tracking import mask_credentials, public_params
-from test_faults import Run, args_for
 
 
 def test_credentials_and_secret_keys_never_become_mlflow_params():
@@ -35,7 +35,7 @@ def test_a_local_run_refuses_a_driver_without_its_token(tiny_model, generated_da
         line = next(line for line in run.lines if line.startswith("local Ray at "))
         assert "token authentication on" in line
         address = line.split()[3].rstrip(",")
-        intruder = "import ray; ray.init(address=%r); print('CONNECTED')" % address
+        intruder = f"import ray; ray.init(address={address!r}); print('CONNECTED')"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
         for extra in ({}, {"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}):
             result = subprocess.run([sys.executable, "-c", intruder], env={**env, **extra}, capture_output=True,

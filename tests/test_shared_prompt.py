@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from helpers import rollout_worker, sampling
+from models.loading import load_policy
+from models.processor import QualityProcessor
+from models.sequences import completion_logprobs, grouped_logprobs
 from qadata.manifest import items, read_manifest
 from qadata.media import load_image
 from rewards.answer_format import chat_messages
 from rollouts.backend import RolloutRequest
-from rollouts.model_loading import load_policy
-from rollouts.processor import QualityProcessor
-from rollouts.sequences import completion_logprobs, grouped_logprobs
 
 G = 3
 

@@ -65,7 +65,7 @@ def test_two_steps_two_zero3_ranks_then_weights_match(tiny_model, generated_data
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from actors.learner import weights_digest
+    from models.weights import weights_digest
 
     initial = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model)
     final = Qwen2_5_VLForConditionalGeneration.from_pretrained(out / "policy")
@@ -73,7 +73,7 @@ def test_two_steps_two_zero3_ranks_then_weights_match(tiny_model, generated_data
     assert weights_digest({k: v.to(torch.float32) for k, v in final.state_dict().items()}) == digests["learner"]
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    for key in ("reward/total", "reward/pairwise", "format_rate", "learner/kl", "learner/clip_fraction",
+    for key in ("reward/total", "reward/pairwise", "reward/format", "learner/kl", "learner/clip_fraction",
                 "learner/entropy", "answers/within_group_spread", "time/generate", "time/learn"):
         assert metric_steps(uri, summary["mlflow_run_id"], key) == [1, 2], key
     assert metric_steps(uri, summary["mlflow_run_id"], "val/n") == [0, 2]
@@ -146,7 +146,7 @@ def test_a_run_that_cannot_recover_exits_non_zero_naming_the_signal(tiny_model, 
     # Ray may flush its own log lines after ours: find the error line
     message = next((line for line in result.stderr.splitlines() if line.startswith("preresq: ")), "")
     assert message.startswith("preresq: training broke at step") and "health.max_rollbacks = 1" in message
-    assert "rate mean over the last 3 steps" in message and str(out / "healthy" / "step-000000") in message
+    assert "mean over the last 3 steps" in message and str(out / "healthy" / "step-000000") in message
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "FAILED" and len(summary["rollbacks"]) == 1
     run_id = json.loads((out / "healthy" / "step-000000" / "trainer_state.json").read_text())["mlflow_run_id"]

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qadata.requests import media_request
+from helpers import video_settings
 from qadata.benchmark_set import pan_clip
 from qadata.generated import photo_pixels
 from qadata.media import MediaError
+from qadata.requests import media_request
 from qadata.sparse_decode import read_frames, to_rgb
-from helpers import video_settings
 from qadata.video import frames_at, sampled, uniform_times, video_pictures
 from qadata.video_files import ffmpeg, set_display_rotation, write_video
 

@@ -10,20 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
 import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from actors.grpo import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, ROLLOUT_IS
+from actors.grpo_objective import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, ROLLOUT_IS
 from actors.learner import COMM_BACKENDS, ZERO_STAGES
 from actors.lr_schedule import LR_SCHEDULES
 from actors.placement import PLACEMENT_MODES, PLACEMENT_STRATEGIES
 from actors.reward import PREFERENCE_SCOPES
 from actors.rollout import ROLLOUT_BACKENDS
+from models.loading import DTYPES
 from qadata.requests import DATA_TASKS
 from qadata.video import DECODERS
 from rewards.prpo import ACCURACY_REWARDS
-from rollouts.model_loading import DTYPES
 from rollouts.vllm_backend import ON_OVERSIZED, WEIGHT_SYNCS
 
 BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "base.yaml"

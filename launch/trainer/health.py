@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 # signal name in the config -> the step metric it watches
 SIGNAL_METRICS = {
-    "format_rate": "format_rate",                  # share of answers in the exact answer format
+    "format_rate": "reward/format",                # share of answers in the exact answer format
     "parse_rate": "answers/parse_rate",            # share whose scores read strictly (as evaluation does)
     "spread": "answers/within_group_spread",       # within-group std of predicted scores: one answer for all
     "distinct": "answers/distinct_share",          # distinct answer texts / answers

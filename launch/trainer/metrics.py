@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from evaluation.quality_metrics import quality_metrics
+from launch.trainer.run_record import RunRecord
+from rewards.prpo import BatchRewards
 
-# What the reward actor returns besides reward terms: each answer's score and whether it parsed.
-ANSWER_FIELDS = ("prediction", "parsed")
 # Per-step metrics kept in the checkpointed history, for the summary and the curves plot.
-CURVES = ("reward/total", "reward/accuracy", "reward/response", "reward/preference", "format_rate",
+CURVES = ("reward/total", "reward/accuracy", "reward/response", "reward/preference", "reward/format",
           "answers/parse_rate", "answers/within_group_spread", "answers/batch_srcc", "learner/kl", "learner/lr")
 
 
@@ -28,15 +29,13 @@ class Timer:
         self.seconds[f"time/{name}"] = time.perf_counter() - start
 
 
-def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.ndarray,
+def step_metrics(rewards: BatchRewards, answers: list, mos: list[float], advantages: np.ndarray,
                  learner_stats: list[dict]) -> dict:
-    predictions = rewards["prediction"]
+    predictions = rewards.predictions
     texts = [c.text for row in answers for c in row]
-    equal_groups = np.ptp(rewards["total"], axis=1) == 0
-    # Every term the reward actor returns is logged; "prediction" and "parsed" are answers, not rewards.
-    metrics = {f"reward/{term}": value.mean() for term, value in rewards.items() if term not in ANSWER_FIELDS}
+    equal_groups = np.ptp(rewards.terms["total"], axis=1) == 0
+    metrics = {f"reward/{term}": value.mean() for term, value in rewards.terms.items()}
     metrics.update({
-        "format_rate": rewards["format"].mean(),
         "advantage/mean": advantages.mean(),
         "advantage/std": advantages.std(),
         "advantage/abs_max": np.abs(advantages).max(),
@@ -44,7 +43,7 @@ def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.
         "answers/within_group_spread": predictions.std(axis=1).mean(),
         "answers/distinct": float(len(set(texts))),
         "answers/distinct_share": len(set(texts)) / max(len(texts), 1),
-        "answers/parse_rate": rewards["parsed"].mean(),
+        "answers/parse_rate": rewards.parsed.mean(),
         "answers/distinct_scores": float(len(np.unique(predictions.round(2)))),
         "answers/prediction_mean": predictions.mean(),
         "response_length": float(np.mean([len(c.token_ids) for row in answers for c in row])),
@@ -67,16 +66,16 @@ def step_metrics(rewards: dict, answers: list, mos: list[float], advantages: np.
 def progress_line(step: int, steps: int, m: dict) -> str:
     return (
         f"step {step}/{steps} reward {m['reward/total']:.3f} (acc {m['reward/accuracy']:.3f} "
-        f"fmt {m['format_rate']:.2f}) spread {m['answers/within_group_spread']:.3f} "
+        f"fmt {m['reward/format']:.2f}) spread {m['answers/within_group_spread']:.3f} "
         f"kl {m.get('learner/kl', float('nan')):.4f} |g| {m['learner/grad_norm']:.3f} lr {m['learner/lr']:.2g} "
         f"{m['time/step']:.2f}s"
     )
 
 
-def summarise(cfg, history: dict, start_step: int, seconds: float, data, policy_dir: Path) -> dict:
-    rewards = [s["reward/total"] for s in history["steps"]]
-    evals = history["eval"]
-    first, last = evals[min(evals, key=int)], evals[max(evals, key=int)]
+def summarise(cfg, record: RunRecord, start_step: int, seconds: float, data, policy_dir: Path) -> dict:
+    rewards = [s["reward/total"] for s in record.curves]
+    evals = record.evals
+    first, last = evals[min(evals)], evals[max(evals)]
     tenth = max(1, len(rewards) // 10)
     summary = {
         "steps": cfg.trainer.steps,
@@ -86,11 +85,12 @@ def summarise(cfg, history: dict, start_step: int, seconds: float, data, policy_
         "reward_last": float(np.mean(rewards[-tenth:])) if rewards else None,
         "val_before": first,
         "val_after": last,
-        "val_history": {step: {k: evals[step].get(k) for k in ("srcc", "plcc", "scored", "items")}
-                        for step in sorted(evals, key=int)},
-        "format_rate_last": float(np.mean([s["format_rate"] for s in history["steps"][-tenth:]])) if rewards else None,
+        "val_history": {str(step): {k: evals[step].get(k) for k in ("srcc", "plcc", "scored", "items")}
+                        for step in sorted(evals)},
+        "format_rate_last": (float(np.mean([s["reward/format"] for s in record.curves[-tenth:]]))
+                             if rewards else None),
         "skipped_media": sorted(data.skipped),
-        "rollbacks": history.get("rollbacks", []),
+        "rollbacks": [asdict(r) for r in record.rollbacks],
         "policy": str(policy_dir),
     }
 

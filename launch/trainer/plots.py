@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure  # figures without pyplot: no GUI backend, safe in any thread
 
 PANELS = (
     ("reward", ("reward/total", "reward/accuracy"), "reward"),
     ("branches", ("reward/response", "reward/preference"), "branch reward"),
-    ("format", ("format_rate",), "format rate"),
+    ("format", ("reward/format",), "format rate"),
     ("spread", ("answers/within_group_spread",), "within-group std of scores"),
 )
 
@@ -26,7 +23,8 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 def training_curves(steps: list[dict], evals: dict, path: str | Path, title: str) -> Path:
     """steps: one dict of metrics per step (with "step"); evals: {step: {"srcc": ...}}. Writes a PNG."""
-    fig, axes = plt.subplots(1, len(PANELS) + 1, figsize=(4 * (len(PANELS) + 1), 3.2))
+    fig = Figure(figsize=(4 * (len(PANELS) + 1), 3.2))
+    axes = fig.subplots(1, len(PANELS) + 1)
     x = np.array([s["step"] for s in steps])
     window = max(1, len(steps) // 20)
     for ax, (_, keys, label) in zip(axes, PANELS):
@@ -53,5 +51,4 @@ def training_curves(steps: list[dict], evals: dict, path: str | Path, title: str
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path

@@ -28,17 +28,18 @@ def config_changes(saved: dict, now: dict) -> list[str]:
             if saved.get(k, "(absent)") != now.get(k, "(absent)")]
 
 
-def trainer_state(cfg, step: int, sampler, tracker, history: dict, guard, data) -> dict:
-    """Everything besides the learner's DeepSpeed state that the steps after `step` depend on."""
+def trainer_state(run, step: int) -> dict:
+    """Everything besides the learner's DeepSpeed state that the steps after `step` of `run` (a TrainingRun)
+    depend on."""
     return {
         "step": step,
-        "sampler": sampler.state(),
-        "rng": {"torch": torch.get_rng_state().tolist(), "seed": cfg.run.seed},
-        "mlflow_run_id": tracker.run_id,
-        "history": history,
-        "health_window": guard.state(),
-        "skipped_media": data.skipped,
-        "config": result_config(cfg),
+        "sampler": run.sampler.state(),
+        "rng": {"torch": torch.get_rng_state().tolist(), "seed": run.cfg.run.seed},
+        "mlflow_run_id": run.tracker.run_id,
+        "history": run.record.to_state(),
+        "health_window": run.guard.state(),
+        "skipped_media": run.data.skipped,
+        "config": result_config(run.cfg),
     }
 
 

@@ -7,18 +7,17 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
+
+from helpers import rollout_worker, sampling
+from models.sequences import completion_logprobs
+from qadata.manifest import items, read_manifest
+from qadata.media import load_image
+from rewards.answer_format import chat_messages
+from rollouts.backend import RolloutRequest
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` builds its environment")
-
-import torch  # noqa: E402
-
-from qadata.manifest import items, read_manifest  # noqa: E402
-from qadata.media import load_image  # noqa: E402
-from helpers import rollout_worker, sampling  # noqa: E402
-from rollouts.backend import RolloutRequest  # noqa: E402
-from rewards.answer_format import chat_messages  # noqa: E402
-from rollouts.sequences import completion_logprobs  # noqa: E402
 
 TEMPERATURE = 0.6
 # Measured here: |vLLM - transformers| per-token log-prob at T 0.6 on an image and a clip, fp32: mean 1e-5,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from rollouts.processor import require_model_folder
+from models.processor import require_model_folder
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.processor import QualityProcessor
 from rewards.answer_format import IQA_ASPECTS, IQA_QUESTION, VQA_QUESTION, answer_dims, format_answer
-from rollouts.processor import QualityProcessor
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -240,8 +240,8 @@ def warm_up(
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
+    from models.sequences import join_prompt_and_completions
     from rewards.answer_format import chat_messages
-    from rollouts.sequences import join_prompt_and_completions
 
     folder = Path(folder)
     torch.manual_seed(seed)

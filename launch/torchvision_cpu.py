@@ -5,7 +5,7 @@ registers fake kernels for `torchvision::nms` and `torchvision::qnms`, which fai
 were never declared. Declaring their schemas first lets it import, with its pure-Python transforms
 working; nothing on preresq's path calls a C op.
 
-`python rollouts/torchvision_cpu.py SITE_PACKAGES` writes a module and a .pth file there, so every
+`python launch/torchvision_cpu.py SITE_PACKAGES` writes a module and a .pth file there, so every
 Python process of that environment arms an import hook (vLLM inspects model classes in a subprocess).
 The hook declares the schemas only when torchvision is first imported, and only under a CPU build
 of torch, so other processes do not pay for importing torch.
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 MODULE = "preresq_torchvision_cpu"
-HOOK = '''"""Written by preresq (rollouts/torchvision_cpu.py): declares torchvision's two fake-kernel ops
+HOOK = '''"""Written by preresq (launch/torchvision_cpu.py): declares torchvision's two fake-kernel ops
 before torchvision is imported under a CPU build of torch, so that its import succeeds."""
 import importlib.abc
 import sys
@@ -62,5 +62,5 @@ def install(site_packages: str | Path) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python rollouts/torchvision_cpu.py SITE_PACKAGES")
+        raise SystemExit("usage: python launch/torchvision_cpu.py SITE_PACKAGES")
     print(f"wrote {install(sys.argv[1])}")

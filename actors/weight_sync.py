@@ -1,0 +1,66 @@
+"""The learner's weights to the rollout actors, and the end-of-run proof that they arrived."""
+
+from __future__ import annotations
+
+import ray
+
+from actors.calls import RoleError, bounded_get
+from actors.groups import LearnerGroup, RolloutGroup
+
+
+class WeightSync:
+    """Learner -> rollout actors, through vLLM's weight transfer when it is set up (`transport` nccl | ipc),
+    else rank 0's gathered weights as one Ray object. Every call is bounded by rollout.sync_timeout_s."""
+
+    def __init__(self, learners: LearnerGroup, rollouts: RolloutGroup, timeout_s: float, transport: str | None):
+        self.learners, self.rollouts, self.timeout_s, self.transport = learners, rollouts, timeout_s, transport
+
+    def push(self, version: int, actors: list | None = None) -> None:
+        """The learner's current weights to every rollout actor (`actors`: only these, e.g. a restarted one);
+        returns once they generate with them."""
+        option = "rollout.sync_timeout_s"
+        if self.transport:
+            if actors is not None:
+                raise RoleError(f"a rollout actor was restarted, but it cannot rejoin vLLM's {self.transport} "
+                                "weight transfer (rollout.vllm.weight_sync); rerun the same command to resume")
+            self.learners.send_weights(self.timeout_s)
+            self.rollouts.on_each("update_weight_version", str(version), timeout_s=self.timeout_s, option=option)
+        else:
+            weights = self.learners.full_weights()
+            if actors is None:
+                self.rollouts.on_each("load_weights", weights, version, timeout_s=self.timeout_s, option=option)
+            else:
+                bounded_get([actor.load_weights.remote(weights, version) for actor in actors], self.timeout_s,
+                            "restarted rollout actor", option)
+        self.rollouts.version = version
+
+    def verify_digests(self) -> dict:
+        """transformers rollouts: the hash of every rollout actor's weights equals the learner's, else RuntimeError."""
+        learner = self.learners.weights_digest()
+        rollouts = self.rollouts.on_each("weights_digest", timeout_s=self.rollouts.timeout_s,
+                                         option="rollout.generate_timeout_s")
+        if any(d != learner for d in rollouts):
+            short = [d[:12] for d in rollouts]
+            raise RuntimeError(f"weight sync failed: learner {learner[:12]} but rollout actors {short}")
+        return {"learner": learner, "rollouts": rollouts}
+
+    def verify_answers(self, requests: list, copy, greedy) -> dict:
+        """vLLM keeps fused weights, so its greedy answers to `requests` must equal those of `copy` (a transformers
+        RolloutWorker actor on CPU) given the learner's weights; else RuntimeError. The copy is ended here."""
+        timeout_s = self.rollouts.timeout_s
+        bounded_get(copy.load_weights.remote(self.learners.full_weights(), 0), self.timeout_s, "transformers copy",
+                    "rollout.sync_timeout_s")
+        expected = [row[0].token_ids for row in bounded_get(copy.generate.remote(requests, greedy), timeout_s,
+                                                            "transformers copy", "rollout.generate_timeout_s")]
+        ray.kill(copy)
+        result = {"items": len(requests), "answer_tokens": sum(map(len, expected)), "rollouts": []}
+        for index in range(len(self.rollouts)):
+            answers = [row[0] for row in self.rollouts.result(self.rollouts.submit(index, requests, greedy))]
+            skipped = [r.item_id for r, a in zip(requests, answers) if a.skipped]  # too long for the engine
+            differ = [r.item_id for r, a, b in zip(requests, answers, expected) if not a.skipped and a.token_ids != b]
+            result["rollouts"].append({"equal": len(requests) - len(differ) - len(skipped), "differ": differ,
+                                       "skipped": skipped})
+            if differ:
+                raise RuntimeError(f"weight sync failed: rollout actor {index}'s greedy answers differ from the "
+                                   f"learner's weights' on {len(differ)} of {len(requests)} items ({differ[:3]})")
+        return result

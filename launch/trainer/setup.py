@@ -1,0 +1,122 @@
+"""Everything before the first step: inputs checked, Ray and the roles started, MLflow opened, a checkpoint
+resumed, the starting point validated."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import torch
+
+from actors.ray_connection import connect_ray
+from launch.trainer.checkpoint import CheckpointStore
+from launch.trainer.config import ConfigError, flatten, load_config
+from launch.trainer.health import HealthGuard
+from launch.trainer.metrics import Timer
+from launch.trainer.roles import start_roles
+from launch.trainer.run_record import RunRecord
+from launch.trainer.run_state import resume_state
+from launch.trainer.tracking import Tracker
+from launch.trainer.training_run import TrainingRun
+from models.processor import require_model_folder
+from qadata.manifest import ManifestError
+from qadata.requests import RunData
+from qadata.sampler import BatchSampler
+
+
+def read_inputs(argv: list[str] | None, description: str):
+    """The validated config and the run's data; a bad config, path or manifest ends the run (SystemExit)
+    before any actor starts."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML overriding configs/base.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. trainer.steps=20")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        require_model_folder(cfg.model.path)
+        for path in (cfg.data.train_manifest, cfg.data.eval_manifest):
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"manifest not found: {path}")
+        return cfg, RunData(cfg)
+    except (ConfigError, FileNotFoundError, ManifestError) as error:
+        raise SystemExit(f"preresq: {error}") from None
+
+
+def init_ray(cfg) -> None:
+    needed = cfg.rollout.num_actors + cfg.learner.num_ranks * cfg.learner.cpus_per_rank
+    connect_ray(cfg.ray.address, cfg.ray.num_cpus or max(os.cpu_count() or 1, math.ceil(needed)))
+
+
+def start_run(cfg, data: RunData) -> TrainingRun:
+    """Ray, the roles and MLflow started; the newest checkpoint resumed when there is one (run.resume)."""
+    torch.manual_seed(cfg.run.seed)
+    output_dir = Path(cfg.run.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = CheckpointStore(output_dir / "checkpoints", cfg.trainer.keep_checkpoints)
+    snapshots = CheckpointStore(output_dir / "healthy", cfg.health.keep_snapshots, "healthy snapshot")
+    resume_from, state = resume_state(cfg, checkpoints)
+    startup = Timer()
+    with ThreadPoolExecutor(1) as pool:
+        # MLflow's set-up (a new store's schema migrations: seconds) overlaps Ray's start and the actors' loading.
+        tracker_ready = pool.submit(
+            Tracker, cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.experiment, cfg.run.name, flatten(cfg),
+            run_id=state["mlflow_run_id"] if state else None, unsent_path=output_dir / "mlflow-unsent.jsonl")
+        with startup.phase("startup/ray"):
+            init_ray(cfg)
+        with startup.phase("startup/roles"):
+            roles = start_roles(cfg)
+        with startup.phase("startup/tracking_wait"):
+            tracker = tracker_ready.result()
+    if roles.placement:
+        print(f"placement group ({roles.placement['mode']}, {roles.placement['strategy']}): bundles "
+              f"{roles.placement['bundles']}, rollouts in {roles.placement['rollout_bundles']}, learner ranks in "
+              f"{roles.placement['learner_bundles']}", flush=True)
+    run = TrainingRun(cfg, data, roles, tracker, checkpoints, snapshots,
+                      BatchSampler(len(data.train), cfg.run.seed),
+                      HealthGuard(cfg.health, state.get("health_window") if state else None), RunRecord(), 0,
+                      startup.seconds)
+    if state:
+        resume(run, resume_from, state)
+    return run
+
+
+def resume(run: TrainingRun, folder: Path, state: dict) -> None:
+    """The learner, the sampler, the RNG, the record and the skipped media as the checkpoint in `folder` left
+    them; the rollout actors given the learner's weights."""
+    run.roles.learners.load_checkpoint(str(folder / "deepspeed"), tag="state")
+    run.sampler.load_state(state["sampler"])
+    torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
+    run.record, run.start_step = RunRecord.from_state(state["history"]), state["step"]
+    run.data.skipped.update(state.get("skipped_media", {}))
+    run.roles.weights.push(run.start_step)
+    logged_until = run.tracker.logged_until
+    print(f"resumed from {folder} at step {run.start_step}"
+          + (f"; steps {run.start_step + 1}-{logged_until} were logged before the crash and are replayed "
+             "without logging them again" if logged_until > run.start_step else ""), flush=True)
+
+
+def ready_for_first_step(run: TrainingRun) -> None:
+    """The starting point validated and snapshotted (unless a resumed run has them), start-up time reported."""
+    timer = Timer()
+    with timer.phase("startup/validation"):
+        if run.start_step not in run.record.evals:
+            run.validate(run.start_step)
+    with timer.phase("startup/snapshot"):
+        if run.cfg.health.enabled:
+            run.snapshots.drop_after(run.start_step)  # from a trajectory that a crash cut short
+            if run.start_step not in run.snapshots.steps():
+                run.save(run.snapshots, run.start_step)
+    # From the process's start: the imports, the config and the data are what the named phases leave over.
+    total = time.time() - psutil.Process().create_time()
+    phases = {**run.startup_seconds, **timer.seconds}
+    seconds = {"time/startup/imports_config_data": total - sum(phases.values()), **phases,
+               "time/startup/total": total}
+    run.tracker.log_metrics(seconds, run.start_step)
+    parts = ", ".join(f"{k.rsplit('/', 1)[-1].replace('_', ' ')} {v:.1f}" for k, v in seconds.items()
+                      if not k.endswith("total"))
+    print(f"ready for step {run.start_step + 1} in {total:.1f} s ({parts})", flush=True)

@@ -1,0 +1,83 @@
+"""A training run as the loop sees it: its config, data, roles, stores and record, and what it does between
+steps (validate, checkpoint, log). Built by launch/trainer/setup.py, closed by launch/trainer/finish.py."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from actors.lr_schedule import learning_rate
+from evaluation.validation import evaluate
+from launch.trainer.checkpoint import CheckpointStore
+from launch.trainer.health import HealthGuard
+from launch.trainer.metrics import CURVES, progress_line
+from launch.trainer.roles import Roles
+from launch.trainer.run_record import RunRecord
+from launch.trainer.run_state import sampling_seed, trainer_state
+from launch.trainer.tracking import Tracker
+from qadata.requests import RunData
+from qadata.sampler import BatchSampler
+from rollouts.backend import SamplingSettings
+
+
+@dataclass
+class TrainingRun:
+    cfg: object  # the validated config (launch/trainer/config.py)
+    data: RunData
+    roles: Roles
+    tracker: Tracker
+    checkpoints: CheckpointStore
+    snapshots: CheckpointStore
+    sampler: BatchSampler
+    guard: HealthGuard
+    record: RunRecord
+    start_step: int  # 0, or the step a resumed run continues after
+    startup_seconds: dict[str, float] = field(default_factory=dict)  # time/startup/* phases
+    started: float = field(default_factory=time.time)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.cfg.run.output_dir)
+
+    @property
+    def policy_dir(self) -> Path:
+        return self.output_dir / "policy"
+
+    def learning_rate(self, step: int) -> float:
+        """The schedule's lr at `step`, cut by health.lr_factor for each rollback so far."""
+        c = self.cfg.learner
+        return learning_rate(step, c.lr, self.cfg.trainer.steps, c.lr_schedule, c.warmup_steps, c.min_lr_ratio,
+                             self.record.lr_scale())
+
+    def sampling(self, step: int) -> SamplingSettings:
+        """The step's G answers per item; a rollback moves the seed on, so a redone step draws other answers."""
+        seed = sampling_seed(self.cfg.run.seed, step, len(self.record.rollbacks))
+        return SamplingSettings.training(self.cfg.rollout, seed)
+
+    def log_step(self, step: int, metrics: dict) -> None:
+        self.record.curves.append({"step": step, **{k: metrics[k] for k in CURVES if k in metrics}})
+        if step % self.cfg.trainer.log_every == 0:
+            self.tracker.log_metrics(metrics, step)
+            print(progress_line(step, self.cfg.trainer.steps, metrics), flush=True)
+
+    def due(self, step: int, every: int) -> bool:
+        """A periodic save or validation after `step` (the last step has its own, in finish)."""
+        return step % every == 0 and step < self.cfg.trainer.steps
+
+    def validate(self, step: int) -> dict:
+        cfg = self.cfg
+        sampling = SamplingSettings.evaluation(cfg.eval, cfg.rollout, cfg.run.seed)
+        result = evaluate(self.roles.rollouts, self.data.eval, self.data.load, self.data.task_of, sampling,
+                          cfg.eval.batch_size)
+        self.record.evals[step] = result
+        self.tracker.log_metrics({f"val/{k}": v for k, v in result.items() if v is not None}, step)
+        print(f"step {step} validation: SRCC {result['srcc']} PLCC {result['plcc']} ({int(result['scored'])} of "
+              f"{int(result['items'])} items scored, {int(result['parse_failures'])} answers unparsed, "
+              f"{int(result['unreadable'])} unreadable)", flush=True)
+        return result
+
+    def save(self, store: CheckpointStore, step: int) -> None:
+        """The learner's DeepSpeed state and the trainer state after `step` into `store`."""
+        store.save(step, lambda folder: self.roles.learners.save_checkpoint(folder, tag="state"),
+                   trainer_state(self, step))
