@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,6 +19,71 @@ def run_cli(args: list[str], env: dict | None = None, timeout: float = 600) -> s
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+class RayHead:
+    """A real Ray head (`ray start --head --block`) in a process session of its own, with token authentication.
+
+    Stopped through its own handles: its process group and every descendant of `ray start`, never `ray stop`
+    (which ends every Ray process on the machine, other clusters and CI's own included)."""
+
+    def __init__(self, port: int, dashboard_port: int, num_cpus: int):
+        import secrets
+
+        bin_dir = Path(sys.executable).parent
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                    "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        # Short: Ray's socket paths under the temp dir must stay below the kernel's 107 characters.
+        self.temp_dir = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")
+        self.dashboard = f"http://127.0.0.1:{dashboard_port}"
+        self.process = subprocess.Popen(
+            [str(bin_dir / "ray"), "start", "--head", "--block", f"--num-cpus={num_cpus}", f"--port={port}",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--temp-dir={self.temp_dir}"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self._wait_ready(120)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        """Until the dashboard answers (`ray start --block` does not return when the head is up)."""
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=2).close()
+                return
+            except urllib.error.HTTPError:  # it answers (refusing a request without the token)
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the Ray head did not come up within {timeout_s:g} s") from None
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        import shutil
+
+        import psutil
+
+        try:
+            family = [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for sig, wait_s in ((signal.SIGTERM, 3), (signal.SIGKILL, 15)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                pass
+            for member in family:  # a job's driver runs in a session of its own
+                try:
+                    member.send_signal(sig)
+                except psutil.NoSuchProcess:
+                    pass
+            _, family = psutil.wait_procs(family, timeout=wait_s)
+            if not family:
+                break
+        self.process.wait(timeout=10)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 # The defaults of configs/base.yaml as the objects that code under test takes, so that no test restates them.

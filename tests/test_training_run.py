@@ -6,8 +6,6 @@ Each run is `python launch/grpo.py ...` in a subprocess, as a user types it.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
 import sys
 import time
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, run_cli
+from helpers import ROOT, RayHead, run_cli
 from qadata.manifest import items, read_manifest
 
 pytestmark = pytest.mark.slow
@@ -165,17 +163,13 @@ def test_a_final_policy_that_scores_too_few_items_exits_non_zero(tiny_model, gen
 
 
 @pytest.fixture
-def ray_head(tmp_path):
-    """A real Ray head started with `ray start` and token authentication, stopped afterwards."""
-    ray_bin = Path(sys.executable).parent / "ray"
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    subprocess.run([ray_bin, "start", "--head", "--num-cpus=3", "--dashboard-host=127.0.0.1",
-                    "--dashboard-port=8299", "--port=6399"], env=env, check=True, capture_output=True, timeout=120)
+def ray_head():
+    """A real Ray head started with `ray start` and token authentication, stopped by its own processes."""
+    head = RayHead(port=6399, dashboard_port=8299, num_cpus=3)
     try:
-        yield env, "http://127.0.0.1:8299"
+        yield head.env, head.dashboard
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        head.stop()
 
 
 def test_ray_job_submit_to_a_started_head(tiny_model, generated_data, tmp_path, ray_head):
