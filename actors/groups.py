@@ -17,6 +17,7 @@ from actors.learner import LearnerRank, LearnerSettings
 from actors.placement import Slot, actor_options
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
+from actors.weight_transfer import TransferSettings
 
 
 class LearnerGroup:
@@ -56,11 +57,17 @@ class LearnerGroup:
     def weights_digest(self) -> str:
         return self._get([r.weights_digest.remote() for r in self.ranks], "step")[0]
 
-    def connect_rollouts(self, backend: str, rollouts: list, inference_workers: int) -> None:
-        """vLLM weight transfer from rank 0 to the rollout engines (nccl | ipc)."""
+    def connect_rollouts(self, settings: TransferSettings, rollouts: list) -> None:
+        """vLLM's weight transfer from rank 0 to the rollout engines (nccl | ipc), which must be loaded already.
+        Bounded by the rendezvous's own timeout (the ranks wait within it) plus the learner's start-up bound."""
         address, port = self._get(self.ranks[0].address.remote(), "checkpoint")
-        self._get([r.connect_rollouts.remote(backend, rollouts, address, port, inference_workers)
-                   for r in self.ranks], "checkpoint")
+        refs = [r.connect_rollouts.remote(settings, rollouts, address, port) for r in self.ranks]
+        try:
+            bounded_get(refs, settings.rendezvous_timeout_s + self.checkpoint_timeout_s, "weight transfer set-up",
+                        "rollout.vllm.rendezvous_timeout_s")
+        except ray.exceptions.RayActorError as error:
+            raise RoleError(f"a learner rank or rollout engine died while joining vLLM's weight transfer ({error}); "
+                            "rerun the same command to resume") from None
 
     def send_weights(self, timeout_s: float) -> None:
         try:

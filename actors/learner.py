@@ -334,14 +334,13 @@ class LearnerRank:
             dtype = DTYPES[self.settings.dtype]
             return {name: tensor.detach().to("cpu", dtype).clone() for name, tensor in module.state_dict().items()}
 
-    def connect_rollouts(self, backend: str, rollouts: list, master_address: str, master_port: int,
-                         inference_workers: int) -> None:
-        """Set up vLLM's weight transfer to the rollout engines (weight_sync nccl | ipc). Collective."""
+    def connect_rollouts(self, settings, rollouts: list, master_address: str, master_port: int) -> None:
+        """Set up vLLM's weight transfer to the rollout engines (settings: actors.weight_transfer.TransferSettings).
+        Collective."""
         from actors.weight_transfer import start_trainer, zero_source
 
         source = zero_source(self.engine.module, self.settings.zero_stage, DTYPES[self.settings.dtype])
-        self.transfer = start_trainer(backend, self.rank, rollouts, master_address, master_port, inference_workers,
-                                      source)
+        self.transfer = start_trainer(settings, self.rank, rollouts, master_address, master_port, source)
 
     def send_weights(self) -> None:
         """Push the current weights through vLLM's weight transfer. Collective: call on every rank."""

@@ -53,7 +53,10 @@ _OPINIONS = {
 
 @dataclass(frozen=True)
 class TinyModelSpec:
-    """Sizes of the tiny model; image side in pixels (a multiple of 28)."""
+    """Sizes of the model; image side in pixels (a multiple of 28). `vocab` is the BPE tokenizer's; `model_vocab`
+    the embedding's rows (None: the tokenizer's). The None sizes follow from the others, as the tiny model has them:
+    kv_heads = heads, intermediate = 2 x hidden, vision_intermediate = 2 x vision_hidden, full attention in the
+    last vision block only (else every `full_attention_every`-th)."""
 
     hidden: int = 128
     layers: int = 2
@@ -63,6 +66,21 @@ class TinyModelSpec:
     vocab: int = 600
     image_side: int = 112
     seed: int = 0
+    kv_heads: int | None = None
+    intermediate: int | None = None
+    vision_heads: int = 4
+    vision_intermediate: int | None = None
+    vision_window: int = 56
+    full_attention_every: int | None = None
+    model_vocab: int | None = None
+    tie_embeddings: bool = False
+
+
+# Qwen2.5-VL-3B-Instruct's shape (its config.json), with the tiny model's tokenizer: random weights, for speed and
+# memory figures on a GPU (benchmarks/hf_backend_device.py).
+QWEN25_VL_3B = TinyModelSpec(hidden=2048, layers=36, heads=16, kv_heads=2, intermediate=11008, vision_hidden=1280,
+                             vision_depth=32, vision_heads=16, vision_intermediate=3420, vision_window=112,
+                             full_attention_every=8, model_vocab=151936, tie_embeddings=True, image_side=448)
 
 
 def reasoning_text(rng: random.Random) -> str:
@@ -142,7 +160,16 @@ def build_image_processor(spec: TinyModelSpec):
 
 
 def build_model(spec: TinyModelSpec, tokenizer):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    config = model_config(spec, tokenizer)
+    torch.manual_seed(spec.seed)
+    return _stop_at_end_tokens(Qwen2_5_VLForConditionalGeneration(config), tokenizer)
+
+
+def model_config(spec: TinyModelSpec, tokenizer):
+    """The Qwen2_5_VLConfig of `spec` with the tokenizer's special tokens."""
+    from transformers import Qwen2_5_VLConfig
 
     head_dim = spec.hidden // spec.heads
     # mrope splits the rotary half-dimension into (time, height, width), like Qwen's [16, 24, 24].
@@ -150,7 +177,9 @@ def build_model(spec: TinyModelSpec, tokenizer):
     height = (half - half // 4) // 2
     mrope_section = [half // 4, height, half - half // 4 - height]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = Qwen2_5_VLConfig(
+    every = spec.full_attention_every
+    full_attention = list(range(every - 1, spec.vision_depth, every)) if every else [spec.vision_depth - 1]
+    return Qwen2_5_VLConfig(
         text_config={
             **_text_settings(spec, tokenizer),
             "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
@@ -158,27 +187,26 @@ def build_model(spec: TinyModelSpec, tokenizer):
         vision_config={
             "depth": spec.vision_depth,
             "hidden_size": spec.vision_hidden,
-            "intermediate_size": spec.vision_hidden * 2,
-            "num_heads": 4,
+            "intermediate_size": spec.vision_intermediate or spec.vision_hidden * 2,
+            "num_heads": spec.vision_heads,
             "out_hidden_size": spec.hidden,
-            "fullatt_block_indexes": [spec.vision_depth - 1],
-            "window_size": 56,
+            "fullatt_block_indexes": full_attention,
+            "window_size": spec.vision_window,
         },
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
+        tie_word_embeddings=spec.tie_embeddings,
     )
-    torch.manual_seed(spec.seed)
-    return _stop_at_end_tokens(Qwen2_5_VLForConditionalGeneration(config), tokenizer)
 
 
 def _text_settings(spec: TinyModelSpec, tokenizer) -> dict:
     """The language model's size and special tokens, shared by the VL model and the text-only one."""
     end, im_end = tokenizer.convert_tokens_to_ids("<|endoftext|>"), tokenizer.convert_tokens_to_ids("<|im_end|>")
-    return {"vocab_size": len(tokenizer), "hidden_size": spec.hidden, "intermediate_size": spec.hidden * 2,
-            "num_hidden_layers": spec.layers, "num_attention_heads": spec.heads, "num_key_value_heads": spec.heads,
+    return {"vocab_size": spec.model_vocab or len(tokenizer), "hidden_size": spec.hidden,
+            "intermediate_size": spec.intermediate or spec.hidden * 2, "num_hidden_layers": spec.layers,
+            "num_attention_heads": spec.heads, "num_key_value_heads": spec.kv_heads or spec.heads,
             "max_position_embeddings": 2048, "bos_token_id": end, "eos_token_id": im_end, "pad_token_id": end}
 
 

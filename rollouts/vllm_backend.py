@@ -15,16 +15,19 @@ Weights arrive in one of two ways (`weight_sync`):
                 GPUs, CUDA IPC when colocated. No process group is made here beside vLLM's own.
 Either way the prefix cache is reset after a sync, and a sync that does not finish within
 `sync_timeout_s` raises instead of hanging. With `sleep` (colocated mode) the engine sleeps after
-generating, and wakes its weights before a sync and its KV cache after it.
+generating, and wakes its weights before a sync and its KV cache after it; which parts sleep is tracked
+tag by tag, as vLLM does (a wake-up naming a tag that is awake wakes nothing at all there).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -72,6 +75,25 @@ def kv_cache_arguments(settings, device: str) -> dict:
     return {"gpu_memory_utilization": settings.gpu_memory_utilization}
 
 
+def engine_environment(settings) -> dict[str, str]:
+    """Variables the engine must see before it starts (vLLM caches its environment at start-up). With ipc the
+    update request carries CUDA IPC handles (tensor and storage classes, a dtype), which vLLM's msgpack channel
+    to its engine process refuses unless it may fall back to pickle; that channel is local to the actor."""
+    return {"VLLM_ALLOW_INSECURE_SERIALIZATION": "1"} if settings.weight_sync == "ipc" else {}
+
+
+@contextmanager
+def one_copy_per_node(folder: str) -> Iterator[None]:
+    """Held while a full copy of the weights is written under `folder` and read back: the rollout actors of one
+    node take turns (a lock file there), so its shared memory holds one copy at a time, not one per actor."""
+    with open(Path(folder) / "preresq-weights.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _picture_settings(folder: Path, min_pixels: int | None, max_pixels: int | None) -> dict:
     """min/max pixels, patch and merge size from the folder's preprocessor_config.json (defaults of Qwen2.5-VL)."""
     path = folder / "preprocessor_config.json"
@@ -117,10 +139,11 @@ class VLLMRolloutBackend:
             from vllm.config import WeightTransferConfig
 
             kwargs["weight_transfer_config"] = WeightTransferConfig(backend=settings.weight_sync)
+        os.environ.update(engine_environment(settings))
         self.llm = LLM(**kwargs)
         self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
         self.skipped: list[str] = []  # every prompt skipped for its size, named
-        self._asleep = False
+        self.sleeping: set[str] = set()  # what sleep mode released: "weights", "kv_cache"
 
     # ------------------------------------------------------------------ generation
 
@@ -178,7 +201,7 @@ class VLLMRolloutBackend:
             answers[index] = [self._completion(o) for o in output.outputs]
         if self.settings.sleep:
             self.llm.sleep(level=1)
-            self._asleep = True
+            self.sleeping = {"weights", "kv_cache"}
         return answers
 
     def _completion(self, output) -> Completion:
@@ -190,10 +213,12 @@ class VLLMRolloutBackend:
     # ------------------------------------------------------------------ weights
 
     def wake(self, tags: list[str]) -> None:
-        """Wake what sleep mode released: "weights", "kv_cache" (a no-op when awake)."""
-        if self._asleep:
-            self.llm.wake_up(tags=tags)
-            self._asleep = "kv_cache" not in tags
+        """Wake those of `tags` ("weights", "kv_cache") that sleep: vLLM wakes nothing when a tag it is asked for
+        is awake already (after a sync that failed half-way, say), which would leave the other one asleep."""
+        asleep = [tag for tag in tags if tag in self.sleeping]
+        if asleep:
+            self.llm.wake_up(tags=asleep)
+            self.sleeping -= set(asleep)
 
     def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
         """Hugging Face-named full weights, loaded in place (weight_sync: object_store)."""
@@ -207,7 +232,8 @@ class VLLMRolloutBackend:
         else:
             from safetensors.torch import save_file
 
-            with tempfile.TemporaryDirectory(prefix="preresq-weights-", dir=_fast_tmp()) as folder:
+            where = _fast_tmp() or tempfile.gettempdir()
+            with one_copy_per_node(where), tempfile.TemporaryDirectory(prefix="preresq-weights-", dir=where) as folder:
                 save_file({k: v.contiguous() for k, v in weights.items()}, str(Path(folder) / "model.safetensors"))
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_path": folder})
         self.after_sync()

@@ -81,6 +81,8 @@ class VLLMConfig:
     enforce_eager: bool = MISSING
     sleep: bool = MISSING
     weight_sync: str = MISSING
+    rendezvous_timeout_s: float = MISSING
+    transfer_buffer_bytes: int = MISSING
     on_oversized: str = MISSING
 
 
@@ -325,6 +327,8 @@ RANGES = {
     "health.max_rollbacks": (0, None, False, False),
     "health.min_scored": (0, 1, False, False),
     "rollout.vllm.gpu_memory_utilization": (0, 1, True, False),
+    "rollout.vllm.rendezvous_timeout_s": (0, None, True, False),
+    "rollout.vllm.transfer_buffer_bytes": (1 << 20, None, False, False),
 }
 
 
@@ -385,6 +389,24 @@ def _check_vllm(config: DictConfig) -> None:
     if v.weight_sync == "ipc" and config.placement.mode != "colocated":
         raise ConfigError("config key 'rollout.vllm.weight_sync' is ipc (CUDA IPC, same GPU) but "
                           f"'placement.mode' is {config.placement.mode}: use nccl, or colocated placement")
+    if v.weight_sync == "nccl" and config.placement.mode == "colocated":
+        raise ConfigError("config key 'rollout.vllm.weight_sync' is nccl but 'placement.mode' is colocated: NCCL "
+                          "refuses two ranks of one group on the same GPU; use ipc when colocated")
+    if v.weight_sync == "ipc" and config.rollout.num_actors > config.learner.num_ranks:
+        raise ConfigError(f"config key 'rollout.vllm.weight_sync' is ipc with rollout.num_actors "
+                          f"{config.rollout.num_actors} > learner.num_ranks {config.learner.num_ranks}: an engine on a "
+                          "GPU without a learner rank finds no IPC handle for its GPU; use as many rollout actors as "
+                          "learner ranks")
+    if v.tensor_parallel_size > 1:
+        raise ConfigError(f"config key 'rollout.vllm.tensor_parallel_size' is {v.tensor_parallel_size}: each rollout "
+                          "actor is placed on one GPU (actors/placement.py) and vLLM refuses a tensor-parallel "
+                          "world larger than the GPUs it sees; use 1 and more rollout actors")
+    if config.rollout.top_k > 0 or config.rollout.top_p < 1:
+        raise ConfigError(f"config keys 'rollout.top_k' {config.rollout.top_k} / 'rollout.top_p' "
+                          f"{config.rollout.top_p} truncate sampling: vLLM reports log-probs renormalised over the "
+                          "kept tokens, while the learner recomputes them over the whole vocabulary, which would bias "
+                          "learner/logprob_gap and the importance weights; use top_k 0 and top_p 1 with "
+                          "rollout.backend vllm (the transformers backend reports whole-vocabulary log-probs)")
     if v.sleep and config.placement.mode != "colocated":
         raise ConfigError("config key 'rollout.vllm.sleep' frees the GPU for a colocated learner: it needs "
                           "'placement.mode: colocated'")

@@ -12,6 +12,7 @@ from actors.learner import LearnerSettings
 from actors.placement import Plan, plan, reserve
 from actors.rollout import RolloutWorker
 from actors.weight_sync import WeightSync
+from actors.weight_transfer import TransferSettings
 from launch.trainer.config import typed
 from rollouts.backend import SamplingSettings
 
@@ -48,8 +49,13 @@ def start_roles(cfg) -> Roles:
     sync = cfg.rollout.vllm.weight_sync if cfg.rollout.backend == "vllm" else "object_store"
     transport = sync if sync in ("nccl", "ipc") else None
     if transport:
-        workers = len(rollouts) * cfg.rollout.vllm.tensor_parallel_size
-        learners.connect_rollouts(transport, rollouts.actors, workers)
+        v = cfg.rollout.vllm
+        # Every engine loaded first: the rendezvous then waits only for the engines to join, not to load.
+        rollouts.on_each("__ray_ready__", timeout_s=cfg.rollout.generate_timeout_s,
+                         option="rollout.generate_timeout_s")
+        learners.connect_rollouts(TransferSettings(transport, v.tensor_parallel_size, v.rendezvous_timeout_s,
+                                                   cfg.rollout.sync_timeout_s, v.transfer_buffer_bytes),
+                                  rollouts.actors)
     weights = WeightSync(learners, rollouts, cfg.rollout.sync_timeout_s, transport)
     # A rollout actor that Ray restarted holds the model folder's weights: it gets the learner's first.
     rollouts.resync = lambda actors: weights.push(rollouts.version, actors)
