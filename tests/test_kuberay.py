@@ -110,11 +110,23 @@ def test_a_broken_manifest_is_rejected(validators, breakage):
 
 def test_the_network_policy_admits_only_preresq_pods_and_the_operator():
     policy = yaml.safe_load((ROOT / "launch" / "kuberay" / "networkpolicy.yaml").read_text())
-    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
-    assert policy["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "preresq"}}
-    sources = policy["spec"]["ingress"][0]["from"]
-    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "preresq"}}} in sources
-    assert all("ipBlock" not in source for source in sources) and len(policy["spec"]["ingress"]) == 1
+    spec = policy["spec"]
+    assert policy["kind"] == "NetworkPolicy" and spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "preresq"}}
+    own, operator = spec["ingress"]
+    assert own == {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "preresq"}}}]}
+    # the operator: from its namespace only (no empty namespaceSelector: any namespace), on the dashboard's port
+    assert operator["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ray-system"}
+    assert operator["ports"] == [{"protocol": "TCP", "port": 8265}]
+    assert all("ipBlock" not in source for rule in spec["ingress"] for source in rule["from"])
+    blocks = [peer["ipBlock"] for rule in spec["egress"] for peer in rule["to"] if "ipBlock" in peer]
+    assert {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]} in blocks  # no cloud metadata credentials
+
+
+def test_every_pod_with_an_fs_group_skips_the_recursive_chown():
+    for path in sorted((ROOT / "launch" / "kuberay").glob("ray*.yaml")):
+        text = path.read_text()
+        assert text.count("fsGroup: 1000") == text.count("fsGroupChangePolicy: OnRootMismatch") > 0, path.name
 
 
 def test_the_image_leaves_out_environments_runs_and_secrets():

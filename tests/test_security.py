@@ -50,3 +50,35 @@ def test_a_local_run_refuses_a_driver_without_its_token(tiny_model, generated_da
     finally:
         run.process.send_signal(signal.SIGINT)
         run.finish(timeout=120)
+
+
+PLANTED = [".env", ".env.production", "basic_auth.ini", "auth.db", "mlflow.db", "deploy/server.pem", "id_rsa",
+           "keys/signing.key", "artifacts/models/tiny/model.safetensors", "mlruns/0/meta.yaml", ".venv/bin/python",
+           "launch/__pycache__/grpo.cpython-311.pyc"]
+
+
+def test_the_job_upload_carries_code_and_no_planted_secret(tmp_path):
+    """`ray job submit --working-dir .` zips the folder with Ray's own packaging, honouring .gitignore and
+    .rayignore: a copy of the tree with secrets and data planted in it uploads the code and none of them."""
+    import shutil
+    import subprocess
+    import zipfile
+
+    from ray._private.runtime_env.packaging import create_package
+
+    from helpers import ROOT
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    copy = tmp_path / "checkout"
+    for name in [*tracked, ".rayignore", ".gitignore"]:
+        if (ROOT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, copy / name)
+    for name in PLANTED:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).write_text("secret")
+    upload = tmp_path / "upload.zip"
+    create_package(str(copy), upload, include_gitignore=True)
+    names = set(zipfile.ZipFile(upload).namelist())
+    assert {"launch/grpo.py", "configs/base.yaml", "actors/learner.py"} <= names
+    assert [n for n in PLANTED if n in names] == []
