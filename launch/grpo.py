@@ -11,6 +11,8 @@ guard, checkpoint, evaluate. The roles live in actors/, the algorithm's pieces a
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
@@ -18,9 +20,10 @@ from actors.calls import RoleError
 from actors.grpo_objective import group_advantages
 from actors.learner import deal_samples
 from launch.trainer.checkpoint import CheckpointError
-from launch.trainer.finish import close_run, finish_training
+from launch.trainer.finish import close_run, finish_training, stop_for_preemption
 from launch.trainer.health import HealthError
 from launch.trainer.metrics import Timer, step_metrics
+from launch.trainer.preemption import Preempted
 from launch.trainer.rollback import roll_back
 from launch.trainer.setup import read_inputs, ready_for_first_step, start_run
 from launch.trainer.training_run import TrainingRun
@@ -29,21 +32,27 @@ from launch.trainer.training_run import TrainingRun
 def grpo_step(run: TrainingRun, step: int) -> dict:
     """One GRPO step: batch -> generate -> reward -> advantages -> learn -> sync; returns its metrics."""
     cfg, data, roles, timer = run.cfg, run.data, run.roles, Timer()
-    with timer.phase("batch"):
-        requests, mos = data.batch(run.sampler, cfg.trainer.batch_size)
-    with timer.phase("generate"):
-        answers = roles.rollouts.generate(requests, run.sampling(step))
-    kept = answered(answers)  # a skipped item is not scored, and trained on with no tokens and advantage 0
-    if not kept:
-        raise RuntimeError(f"step {step}: the rollout engine skipped every prompt of the batch as too long: "
-                           "raise rollout.vllm.max_model_len or lower model.max_pixels")
-    kept_answers, kept_mos = [answers[i] for i in kept], [mos[i] for i in kept]
-    with timer.phase("reward"):
-        rewards = roles.reward.score(kept_answers, kept_mos, [requests[i].task for i in kept])
-    with timer.phase("advantage"):
-        advantages = np.zeros((len(requests), cfg.rollout.group_size))
-        advantages[kept] = group_advantages(torch.as_tensor(rewards.terms["total"]), cfg.algorithm.advantage,
-                                            cfg.algorithm.advantage_eps).numpy()
+    position = run.sampler.state()
+    try:  # until the update starts, a SIGTERM abandons the step: it is redone, the same, after the resume
+        with run.stop.abandonable():
+            with timer.phase("batch"):
+                requests, mos = data.batch(run.sampler, cfg.trainer.batch_size)
+            with timer.phase("generate"):
+                answers = roles.rollouts.generate(requests, run.sampling(step))
+            kept = answered(answers)  # a skipped item is not scored, and trained on with no tokens and advantage 0
+            if not kept:
+                raise RuntimeError(f"step {step}: the rollout engine skipped every prompt of the batch as too long: "
+                                   "raise rollout.vllm.max_model_len or lower model.max_pixels")
+            kept_answers, kept_mos = [answers[i] for i in kept], [mos[i] for i in kept]
+            with timer.phase("reward"):
+                rewards = roles.reward.score(kept_answers, kept_mos, [requests[i].task for i in kept])
+            with timer.phase("advantage"):
+                advantages = np.zeros((len(requests), cfg.rollout.group_size))
+                advantages[kept] = group_advantages(torch.as_tensor(rewards.terms["total"]), cfg.algorithm.advantage,
+                                                    cfg.algorithm.advantage_eps).numpy()
+    except Preempted:
+        run.sampler.load_state(position)
+        raise
     with timer.phase("learn"):
         lr = run.learning_rate(step)
         learner_stats = roles.learners.train_step(deal_samples(requests, answers, advantages, cfg.learner.num_ranks),
@@ -67,19 +76,22 @@ def answered(answers: list) -> list[int]:
 
 
 def train(run: TrainingRun) -> None:
-    """GRPO steps up to trainer.steps; a health breach rolls back to a snapshot and the steps after it are redone."""
-    cfg, step = run.cfg, run.start_step
-    while step < cfg.trainer.steps:
-        step += 1
+    """GRPO steps up to trainer.steps; a health breach rolls back to a snapshot and the steps after it are redone;
+    a SIGTERM stops it between steps (or abandons a step not yet learning) with Preempted."""
+    cfg = run.cfg
+    while run.step < cfg.trainer.steps:
+        run.stop.check()
+        step = run.step + 1
         metrics = grpo_step(run, step)
+        run.step = step
         run.log_step(step, metrics)
         breach = run.guard.check(step, metrics) if cfg.health.enabled else None
         if breach:
-            step = roll_back(breach, run)
+            run.step = roll_back(breach, run)
             continue
         if cfg.health.enabled and run.due(step, cfg.health.snapshot_every):
             run.save(run.snapshots, step)
-        if run.due(step, cfg.trainer.checkpoint_every):
+        if run.checkpoint_due(step):
             run.save(run.checkpoints, step)
         if run.due(step, cfg.trainer.eval_every):
             run.validate(step)
@@ -92,11 +104,15 @@ def main(argv: list[str] | None = None) -> dict:
         ready_for_first_step(run)
         train(run)
         outcome = finish_training(run)
+    except Preempted:
+        outcome = stop_for_preemption(run)
     except BaseException as error:
         run.record.failure = str(error) or type(error).__name__
         close_run(run, None)
         raise
     summary = close_run(run, outcome)
+    if outcome.status == "KILLED":
+        raise Preempted(outcome.problem)
     if outcome.problem:
         raise HealthError(outcome.problem)
     return summary
@@ -107,3 +123,6 @@ if __name__ == "__main__":
         main()
     except (HealthError, RoleError, CheckpointError) as error:
         raise SystemExit(f"preresq: {error}") from None
+    except Preempted as stopped:
+        print(f"preresq: {stopped}", file=sys.stderr, flush=True)
+        raise SystemExit(143) from None  # 128 + SIGTERM, as a shell reports a process the signal ended

@@ -158,3 +158,43 @@ def test_step_metrics_log_every_reward_term_that_comes_back():
     shards = deal_samples(three, rows, np.arange(6.0).reshape(3, 2), 3)
     assert [[s.token_ids[0] for s in shard] for shard in shards] == [[0, 0], [1, 1], [2, 2]]
     assert [[s.group for s in shard] for shard in shards] == [[0, 0], [1, 1], [2, 2]]
+
+
+def test_a_sigterm_abandons_redoable_work_at_once_and_lets_an_update_finish():
+    from launch.trainer.preemption import Preempted, StopRequest
+
+    previous = signal.getsignal(signal.SIGTERM)
+    stop = StopRequest()
+    stop.install()
+    try:
+        stop.check()  # nothing asked yet
+        os.kill(os.getpid(), signal.SIGTERM)  # during a learner update: noted, the update goes on
+        assert stop.requested and stop.seconds_since() >= 0
+        with pytest.raises(Preempted):
+            stop.check()  # the next safe point
+        with pytest.raises(Preempted), stop.abandonable():  # asked before: abandoned on entry
+            pass
+        fresh = StopRequest()
+        fresh.install()
+        with pytest.raises(Preempted), fresh.abandonable():
+            os.kill(os.getpid(), signal.SIGTERM)  # during generation: abandoned at once
+            time.sleep(5)
+            raise AssertionError("not abandoned")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_checkpoints_come_by_step_count_and_by_the_clock():
+    from launch.trainer.run_record import RunRecord
+    from launch.trainer.training_run import TrainingRun
+
+    def run_with(*overrides):
+        cfg = load_config(None, ["trainer.steps=10", "trainer.checkpoint_every=4", *overrides])
+        return TrainingRun(cfg, None, None, None, None, None, None, None, RunRecord(), 0)
+
+    by_steps = run_with()
+    assert [s for s in range(1, 11) if by_steps.checkpoint_due(s)] == [4, 8]  # 10: the final one, in finish
+    by_clock = run_with("trainer.checkpoint_every_s=0.05")
+    assert [s for s in (1, 2, 3) if by_clock.checkpoint_due(s)] == []
+    time.sleep(0.06)
+    assert by_clock.checkpoint_due(3) and not by_clock.checkpoint_due(10)

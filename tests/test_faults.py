@@ -212,3 +212,30 @@ def test_a_checkpoint_that_cannot_be_written_ends_the_run_named_and_marked_faile
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("preresq").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_a_sigterm_checkpoints_marks_the_run_killed_and_the_rerun_ends_as_if_uninterrupted(
+        tiny_model, generated_data, tmp_path, uninterrupted):
+    reference, reference_rewards, _ = uninterrupted
+    out = tmp_path / "run"
+    run = Run(args_for(tiny_model, generated_data, out))
+    run.wait_for(f"step 3/{STEPS}")  # checkpoint 2 is written; step 4 is being generated or learned
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish() == 143, run.output[-4000:]
+    assert "SIGTERM: stopping at the next safe point" in run.output
+    assert "preresq: stopped by SIGTERM after step" in run.output
+    summary = json.loads((out / "summary.json").read_text())
+    stopped = summary["step"]
+    assert summary["status"] == "KILLED" and stopped in (3, 4)  # step 4 finishes only if it was learning
+    assert (out / "checkpoints" / "latest").read_text() == f"step-{stopped:06d}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    state = json.loads((out / "checkpoints" / f"step-{stopped:06d}" / "trainer_state.json").read_text())
+    assert run_status(uri, state["mlflow_run_id"]) == "KILLED"
+
+    rerun = run_cli(args_for(tiny_model, generated_data, out))
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert f"at step {stopped}" in rerun.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "FINISHED" and summary["replay_mismatch"] == []
+    assert summary["weight_digests"]["learner"] == reference["weight_digests"]["learner"]
+    assert rewards_by_step(uri, summary["mlflow_run_id"]) == reference_rewards  # each step once, the same values

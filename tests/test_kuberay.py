@@ -8,6 +8,7 @@ from `required`, objects without x-kubernetes-preserve-unknown-fields treated as
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -132,3 +133,17 @@ def test_every_pod_with_an_fs_group_skips_the_recursive_chown():
 def test_the_image_leaves_out_environments_runs_and_secrets():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "artifacts", "mlruns", "mlflow.db", ".env", "**/auth_token"} <= ignored
+
+
+def test_a_stopped_or_evicted_job_has_time_to_checkpoint_and_is_submitted_again():
+    from helpers import base_config
+
+    grace = base_config().run.stop_grace_s
+    for path in sorted((ROOT / "launch" / "kuberay").glob("ray*.yaml")):
+        text = path.read_text()
+        periods = [int(v) for v in re.findall(r"terminationGracePeriodSeconds: (\d+)", text)]
+        assert periods and min(periods) > grace, path.name
+        if path.name.startswith("rayjob"):
+            spec = yaml.safe_load(text)["spec"]
+            wait = int(yaml.safe_load(spec["runtimeEnvYAML"])["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"])
+            assert grace < wait < min(periods) and spec["backoffLimit"] >= 1, path.name

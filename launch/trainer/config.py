@@ -42,6 +42,7 @@ class RunConfig:
     resume: bool = MISSING
     allow_config_change: bool = MISSING
     shuffle_labels: bool = MISSING
+    stop_grace_s: float = MISSING
 
 
 @dataclass
@@ -162,6 +163,7 @@ class TrainerConfig:
     log_every: int = MISSING
     eval_every: int = MISSING
     checkpoint_every: int = MISSING
+    checkpoint_every_s: Optional[float] = MISSING
     keep_checkpoints: int = MISSING
     verify_sync: bool = MISSING
 
@@ -318,6 +320,8 @@ RANGES = {
     "learner.step_timeout_s": (0, None, True, False),
     "learner.checkpoint_timeout_s": (0, None, True, False),
     "placement.timeout_s": (0, None, True, False),
+    "run.stop_grace_s": (0, None, True, False),
+    "trainer.checkpoint_every_s": (0, None, True, False),
     "model.min_pixels": (1, None, False, False),
     "model.max_pixels": (1, None, False, False),
     "placement.colocated_rollout_share": (0, 1, True, True),

@@ -17,9 +17,9 @@ from launch.trainer.training_run import TrainingRun
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # FINISHED | FAILED
+    status: str  # FINISHED | FAILED | KILLED
     weight_digests: dict | None  # what trainer.verify_sync found
-    problem: str | None = None  # why a run that got to the end FAILED
+    problem: str | None = None  # why a run that got to the end FAILED, or where a KILLED one stopped
 
 
 def finish_training(run: TrainingRun) -> Outcome:
@@ -42,9 +42,24 @@ def finish_training(run: TrainingRun) -> Outcome:
         f"The policy is in {run.policy_dir}, but do not use it; see {run.output_dir / 'curves.png'}."))
 
 
+def stop_for_preemption(run: TrainingRun) -> Outcome:
+    """After a SIGTERM: the steps done so far checkpointed (unless they are already), the time it took said."""
+    cfg, step = run.cfg, run.step
+    if step > 0 and step not in run.checkpoints.steps():
+        run.save(run.checkpoints, step)
+    took = run.stop.seconds_since()
+    late = (f"; that is over run.stop_grace_s = {cfg.run.stop_grace_s:g} s: raise it, RAY_JOB_STOP_WAIT_TIME_S and "
+            "the pods' terminationGracePeriodSeconds, or a SIGKILL may come first" if took > cfg.run.stop_grace_s
+            else "")
+    where = (f"{run.checkpoints.folder(step)} holds steps 1-{step}, written {took:.0f} s after the signal{late}"
+             if step > 0 else "nothing was learned yet")
+    return Outcome("KILLED", None, f"stopped by SIGTERM after step {step} of {cfg.trainer.steps}: {where}. Rerun "
+                                   "the same command to resume.")
+
+
 def close_run(run: TrainingRun, outcome: Outcome | None) -> dict:
     """The curves plot and MLflow's final status; `summary.json` (atomically): the whole summary when the run got
-    to its end (`outcome`), else its failure and rollbacks. Returns the summary."""
+    to its end (`outcome` FINISHED or FAILED), else its failure or why it stopped, and its rollbacks."""
     status = outcome.status if outcome else "FAILED"
     try:
         if run.record.curves:
@@ -54,8 +69,9 @@ def close_run(run: TrainingRun, outcome: Outcome | None) -> dict:
     finally:
         run.tracker.finish(status)
     rollbacks = [asdict(r) for r in run.record.rollbacks]
-    if outcome is None:
-        summary = {"status": status, "failure": run.record.failure, "rollbacks": rollbacks}
+    if outcome is None or outcome.status == "KILLED":
+        summary = {"status": status, "failure": outcome.problem if outcome else run.record.failure,
+                   "step": run.step, "rollbacks": rollbacks}
     else:
         summary = summarise(run.cfg, run.record, run.start_step, time.time() - run.started, run.data, run.policy_dir)
         summary.update(status=status, weight_digests=outcome.weight_digests, mlflow_run_id=run.tracker.run_id,

@@ -13,8 +13,8 @@ from launch.trainer.config import flatten
 # Keys that cannot change what a run computes: a resume may change them without being asked.
 RESULT_NEUTRAL = ("run.name", "run.resume", "run.allow_config_change", "run.output_dir", "tracking.", "ray.",
                   "eval.", "data.eval_", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
-                  "trainer.keep_checkpoints", "trainer.verify_sync", "placement.timeout_s",
-                  "rollout.vllm.transfer_buffer_bytes")
+                  "trainer.keep_checkpoints", "trainer.checkpoint_every_s", "trainer.verify_sync",
+                  "placement.timeout_s", "run.stop_grace_s", "rollout.vllm.transfer_buffer_bytes")
 
 
 def result_config(cfg) -> dict:

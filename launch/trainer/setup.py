@@ -82,6 +82,7 @@ def start_run(cfg, data: RunData) -> TrainingRun:
                       startup.seconds)
     if state:
         resume(run, resume_from, state)
+    run.stop.install()
     return run
 
 
@@ -92,6 +93,7 @@ def resume(run: TrainingRun, folder: Path, state: dict) -> None:
     run.sampler.load_state(state["sampler"])
     torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
     run.record, run.start_step = RunRecord.from_state(state["history"]), state["step"]
+    run.step = run.start_step
     run.data.skipped.update(state.get("skipped_media", {}))
     run.roles.weights.push(run.start_step)
     logged_until = run.tracker.logged_until

@@ -12,6 +12,7 @@ from evaluation.validation import evaluate
 from launch.trainer.checkpoint import CheckpointStore
 from launch.trainer.health import HealthGuard
 from launch.trainer.metrics import CURVES, progress_line
+from launch.trainer.preemption import StopRequest
 from launch.trainer.roles import Roles
 from launch.trainer.run_record import RunRecord
 from launch.trainer.run_state import sampling_seed, trainer_state
@@ -35,6 +36,9 @@ class TrainingRun:
     start_step: int  # 0, or the step a resumed run continues after
     startup_seconds: dict[str, float] = field(default_factory=dict)  # time/startup/* phases
     started: float = field(default_factory=time.time)
+    stop: StopRequest = field(default_factory=StopRequest)
+    step: int = 0  # the last step done (and logged)
+    checkpointed: float = field(default_factory=time.monotonic)  # when the last checkpoint was written
 
     @property
     def output_dir(self) -> Path:
@@ -65,11 +69,19 @@ class TrainingRun:
         """A periodic save or validation after `step` (the last step has its own, in finish)."""
         return step % every == 0 and step < self.cfg.trainer.steps
 
+    def checkpoint_due(self, step: int) -> bool:
+        """Every trainer.checkpoint_every steps, and when trainer.checkpoint_every_s passed since the last one."""
+        every_s = self.cfg.trainer.checkpoint_every_s
+        overdue = every_s is not None and time.monotonic() - self.checkpointed >= every_s
+        return self.due(step, self.cfg.trainer.checkpoint_every) or (overdue and step < self.cfg.trainer.steps)
+
     def validate(self, step: int) -> dict:
+        """Held-out metrics of the current weights (abandoned at once on a SIGTERM: redone after the resume)."""
         cfg = self.cfg
         sampling = SamplingSettings.evaluation(cfg.eval, cfg.rollout, cfg.run.seed)
-        result = evaluate(self.roles.rollouts, self.data.eval, self.data.load, self.data.task_of, sampling,
-                          cfg.eval.batch_size)
+        with self.stop.abandonable():
+            result = evaluate(self.roles.rollouts, self.data.eval, self.data.load, self.data.task_of, sampling,
+                              cfg.eval.batch_size)
         self.record.evals[step] = result
         self.tracker.log_metrics({f"val/{k}": v for k, v in result.items() if v is not None}, step)
         print(f"step {step} validation: SRCC {result['srcc']} PLCC {result['plcc']} ({int(result['scored'])} of "
@@ -81,3 +93,5 @@ class TrainingRun:
         """The learner's DeepSpeed state and the trainer state after `step` into `store`."""
         store.save(step, lambda folder: self.roles.learners.save_checkpoint(folder, tag="state"),
                    trainer_state(self, step))
+        if store is self.checkpoints:
+            self.checkpointed = time.monotonic()
