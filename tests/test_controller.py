@@ -198,3 +198,13 @@ def test_checkpoints_come_by_step_count_and_by_the_clock():
     assert [s for s in (1, 2, 3) if by_clock.checkpoint_due(s)] == []
     time.sleep(0.06)
     assert by_clock.checkpoint_due(3) and not by_clock.checkpoint_due(10)
+
+
+def test_a_second_controller_in_the_same_output_folder_is_refused_by_name(tmp_path):
+    from launch.trainer.setup import claim_output_dir
+
+    first = claim_output_dir(tmp_path)
+    with pytest.raises(SystemExit, match=rf"{tmp_path} is in use by another controller \(pid {os.getpid()} on "):
+        claim_output_dir(tmp_path)
+    first.close()  # the first run ended: the folder is free again
+    claim_output_dir(tmp_path).close()

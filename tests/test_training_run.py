@@ -147,6 +147,10 @@ def test_a_run_that_cannot_recover_exits_non_zero_naming_the_signal(tiny_model, 
     assert "mean over the last 3 steps" in message and str(out / "healthy" / "step-000000") in message
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "FAILED" and len(summary["rollbacks"]) == 1
+    # The rollback was made durable: a rerun resumes after it, with it (no checkpoint was due before).
+    latest = (out / "checkpoints" / "latest").read_text()
+    state = json.loads((out / "checkpoints" / latest / "trainer_state.json").read_text())
+    assert state["step"] == 0 and len(state["history"]["rollbacks"]) == 1
     run_id = json.loads((out / "healthy" / "step-000000" / "trainer_state.json").read_text())["mlflow_run_id"]
     assert run_status(f"sqlite:///{tmp_path / 'mlflow.db'}", run_id) == "FAILED"
 

@@ -33,6 +33,9 @@ def roll_back(breach: Breach, run: TrainingRun) -> int:
     run.roles.weights.push(target)
     scale = record.lr_scale() * cfg.health.lr_factor
     record.rollbacks.append(Rollback(breach.step, breach.signal, breach.value, breach.message, target, scale))
+    # Durable: `latest` now names this state with the rollback in it (the checkpoints of the abandoned steps go),
+    # so a crash while the steps are redone resumes here, with the rollback, its lr cut and its sampling seeds.
+    run.save(run.checkpoints, target)
     run.tracker.log_metrics({"health/rollbacks": float(len(record.rollbacks)), "health/lr_scale": scale,
                              f"health/breach/{breach.signal}": breach.value if math.isfinite(breach.value) else -1.0},
                             breach.step)

@@ -4,8 +4,10 @@ resumed, the starting point validated."""
 from __future__ import annotations
 
 import argparse
+import fcntl
 import math
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +49,26 @@ def read_inputs(argv: list[str] | None, description: str):
         raise SystemExit(f"preresq: {error}") from None
 
 
+def claim_output_dir(folder: Path):
+    """An exclusive lock on `folder` for this controller's life (the returned handle): a second controller there
+    would sweep the first one's half-written checkpoints and prune its folders. SystemExit names the holder."""
+    handle = open(folder / ".controller.lock", "a+")  # held open until the process ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise SystemExit(f"preresq: {folder} is in use by another controller ({holder}): two runs in one "
+                         "run.output_dir would delete each other's checkpoints. Use another run.output_dir, or stop "
+                         "the other run first (a rerun of a stopped run resumes it).") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    handle.flush()
+    return handle
+
+
 def init_ray(cfg) -> None:
     needed = cfg.rollout.num_actors + cfg.learner.num_ranks * cfg.learner.cpus_per_rank
     connect_ray(cfg.ray.address, cfg.ray.num_cpus or max(os.cpu_count() or 1, math.ceil(needed)))
@@ -57,6 +79,7 @@ def start_run(cfg, data: RunData) -> TrainingRun:
     torch.manual_seed(cfg.run.seed)
     output_dir = Path(cfg.run.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    lock = claim_output_dir(output_dir)
     checkpoints = CheckpointStore(output_dir / "checkpoints", cfg.trainer.keep_checkpoints)
     snapshots = CheckpointStore(output_dir / "healthy", cfg.health.keep_snapshots, "healthy snapshot")
     resume_from, state = resume_state(cfg, checkpoints)
@@ -79,7 +102,7 @@ def start_run(cfg, data: RunData) -> TrainingRun:
     run = TrainingRun(cfg, data, roles, tracker, checkpoints, snapshots,
                       BatchSampler(len(data.train), cfg.run.seed),
                       HealthGuard(cfg.health, state.get("health_window") if state else None), RunRecord(), 0,
-                      startup.seconds)
+                      startup.seconds, lock=lock)
     if state:
         resume(run, resume_from, state)
     run.stop.install()

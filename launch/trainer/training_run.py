@@ -39,6 +39,7 @@ class TrainingRun:
     stop: StopRequest = field(default_factory=StopRequest)
     step: int = 0  # the last step done (and logged)
     checkpointed: float = field(default_factory=time.monotonic)  # when the last checkpoint was written
+    lock: object = None  # the exclusive hold on run.output_dir (launch/trainer/setup.claim_output_dir)
 
     @property
     def output_dir(self) -> Path:
