@@ -12,7 +12,7 @@ from struct import error as struct_error
 
 from PIL import Image, ImageOps
 
-from qadata.errors import MediaError
+from qadata.errors import MediaError, read_error
 from qadata.video import video_pictures
 
 __all__ = ["MediaError", "check_picture", "load_image", "load_pictures"]
@@ -48,7 +48,7 @@ def load_image(path: str | Path) -> Image.Image:
         raise MediaError(f"{path}: refused as a decompression bomb ({error})") from None
     except (OSError, ValueError, SyntaxError, EOFError, TypeError, KeyError, IndexError, ZeroDivisionError,
             struct_error) as error:  # what PIL's format plugins raise on broken files
-        raise MediaError(f"{path}: cannot read image ({type(error).__name__}: {error})") from None
+        raise read_error(f"{path}: cannot read image ({type(error).__name__}: {error})", error) from None
     if image.mode == "F":  # float TIFF: [0, 1] or already [0, 255]
         scale = 255.0 if image.getextrema()[1] <= 1 else 1.0
         image = image.point(lambda v: v * scale).convert("L")
@@ -71,8 +71,11 @@ def load_pictures(path: str | Path, kind: str, video) -> list[Image.Image]:
     if kind == "video":
         try:
             pictures = video_pictures(path, video)
-        except (MediaError, MemoryError):
+        except MediaError:
             raise
+        except MemoryError:
+            raise MediaError(f"{path}: ran out of memory decoding it; lower video.max_stream_pixels or "
+                             "video.max_seconds to skip such files before decoding") from None
         except Exception as error:  # a decoder's own error type, on a file it could not make sense of
             raise MediaError(f"{path}: cannot read video ({type(error).__name__}: {str(error)[:200]})") from None
         for picture in pictures:

@@ -3,8 +3,11 @@ task; a run's training and evaluation items are drawn and loaded here, unreadabl
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
+from qadata.errors import TransientMediaError
 from qadata.manifest import items, read_manifest
 from qadata.media import MediaError, load_pictures
 from qadata.sampler import BatchSampler
@@ -13,6 +16,7 @@ from rewards.answer_format import ANSWER_DIMS, TASK_OF_KIND, chat_messages
 from rollouts.backend import RolloutRequest
 
 DATA_TASKS = ("auto", *ANSWER_DIMS)  # auto: each item's task from its kind (TASK_OF_KIND)
+TRANSIENT_TRIES, TRANSIENT_WAIT_S = 3, 0.5  # a failed read of a shared volume: tried again after 0.5 s, then 1 s
 
 
 def media_request(item_id: str, path: str, kind: str, task: str, video: VideoSettings) -> RolloutRequest:
@@ -45,15 +49,24 @@ class RunData:
         return TASK_OF_KIND[item.kind] if self.task == "auto" else self.task
 
     def load(self, item) -> RolloutRequest:
-        """The item's request; MediaError (recorded, and printed the first time) when its media is unreadable."""
+        """The item's request; MediaError (recorded, and printed the first time) when its media is unreadable. A read
+        that failed for a reason that may pass (TransientMediaError) is tried again, and if it still fails the item
+        is passed over this time only: it is not recorded, so a later draw and a resumed run try it again."""
         if item.path in self.skipped:
             raise MediaError(self.skipped[item.path])
-        try:
-            return media_request(item.item_id, item.path, item.kind, self.task_of(item), self.video)
-        except MediaError as error:
-            self.skipped[item.path] = str(error)
-            print(f"skipping unreadable media ({len(self.skipped)} so far): {error}", flush=True)
-            raise
+        for attempt in range(TRANSIENT_TRIES):
+            try:
+                return media_request(item.item_id, item.path, item.kind, self.task_of(item), self.video)
+            except TransientMediaError as error:
+                if attempt == TRANSIENT_TRIES - 1:
+                    print(f"passing over media that could not be read just now ({TRANSIENT_TRIES} tries): {error}",
+                          flush=True)
+                    raise
+                time.sleep(TRANSIENT_WAIT_S * 2**attempt)
+            except MediaError as error:
+                self.skipped[item.path] = str(error)
+                print(f"skipping unreadable media ({len(self.skipped)} so far): {error}", flush=True)
+                raise
 
     def batch(self, sampler: BatchSampler, size: int) -> tuple[list[RolloutRequest], list[float]]:
         """`size` readable training items: their requests (each with its task) and MOS. An unreadable item is

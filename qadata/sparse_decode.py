@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qadata.errors import MediaError
+from qadata.errors import MediaError, read_error
 
 # starts [F] seconds (NaN where unknown), end of the last frame (s) -> indices into starts of the wanted frames
 Pick = Callable[[np.ndarray, float], np.ndarray]
@@ -31,7 +31,7 @@ def _open(path: str | Path):
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise MediaError(f"{path}: cannot read video ({str(error).splitlines()[0][:200]})") from None
+        raise read_error(f"{path}: cannot read video ({str(error).splitlines()[0][:200]})", error) from None
     if not container.streams.video:
         container.close()
         raise MediaError(f"{path}: no video stream")

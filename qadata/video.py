@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from qadata.errors import MediaError
+from qadata.errors import MediaError, read_error
 
 MIN_CELL_SIDE = 28  # one vision patch pair of Qwen2.5-VL: a smaller grid cell carries nothing
 
@@ -34,6 +34,9 @@ class VideoSettings:
     cell_scale: float    # each packed frame's side relative to the frame's (0.25: a 4x4 grid ~ one frame)
     local_frames: int    # L full-resolution frames
     decoder: str         # a key of DECODERS: the same frames either way
+    max_stream_pixels: int  # a frame larger than this (width x height, as the header declares) is refused
+    max_seconds: float   # a clip longer than this is refused
+    max_bytes: int       # a file larger than this is refused
 
 
 def uniform_times(start: float, end: float, count: int) -> np.ndarray:
@@ -78,8 +81,40 @@ def cell_size(width: int, height: int, settings: VideoSettings) -> tuple[int, in
             max(MIN_CELL_SIDE, round(height * settings.cell_scale)))
 
 
+def check_limits(path: str | Path, settings: VideoSettings) -> None:
+    """MediaError when the file, or the frame size or length its container declares, is over the settings' limits:
+    read from the headers, nothing decoded (a small file can declare 16384 x 16384 frames, or an hour)."""
+    import av
+
+    try:
+        size = Path(path).stat().st_size
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise read_error(f"{path}: cannot read video ({str(error).splitlines()[0][:200]})", error) from None
+    try:
+        if size > settings.max_bytes:
+            raise MediaError(f"{path}: {size / 2**20:.0f} MiB, over video.max_bytes = {settings.max_bytes}")
+        if not container.streams.video:
+            raise MediaError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > settings.max_stream_pixels:
+            raise MediaError(f"{path}: declares {width} x {height} frames, over video.max_stream_pixels = "
+                             f"{settings.max_stream_pixels}")
+        if stream.duration and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        else:
+            seconds = container.duration / 1e6 if container.duration else 0.0
+        if seconds > settings.max_seconds:
+            raise MediaError(f"{path}: {seconds:.0f} s long, over video.max_seconds = {settings.max_seconds:g}")
+    finally:
+        container.close()
+
+
 def video_pictures(path: str | Path, settings: VideoSettings) -> list[Image.Image]:
-    """[global grid picture, local frame 1..L] as RGB PIL images; MediaError for unreadable or empty clips."""
+    """[global grid picture, local frame 1..L] as RGB PIL images; MediaError for unreadable, empty or over-limit
+    clips."""
+    check_limits(path, settings)
     cells, local = DECODERS[settings.decoder](path, settings)
     return [pack_grid(cells, settings.grid_columns), *(Image.fromarray(frame) for frame in local)]
 

@@ -158,3 +158,57 @@ def test_containers_without_frames_raise_media_error_with_the_path(tmp_path, dec
     path = make(tmp_path / f"empty{'.avi' if make is zero_frame_avi else '.mp4'}")
     with pytest.raises(MediaError, match="empty"):
         video_pictures(path, video_settings(decoder=decoder))
+
+
+def test_videos_over_the_limits_are_refused_from_their_headers_before_decoding(tmp_path):
+    # A few bytes declaring 16000 x 8000 frames (YUV4MPEG2: a text header, then one frame's marker); FFmpeg
+    # itself refuses to open one that declares 16384 x 16384, which is a MediaError too.
+    crafted = tmp_path / "huge.y4m"
+    crafted.write_bytes(b"YUV4MPEG2 W16000 H8000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(64))
+    with pytest.raises(MediaError, match=r"huge\.y4m: declares 16000 x 8000 frames, over video\.max_stream_pixels"):
+        video_pictures(crafted, video_settings())
+    crafted.write_bytes(b"YUV4MPEG2 W16384 H16384 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(64))
+    with pytest.raises(MediaError, match=r"huge\.y4m: cannot read video"):
+        video_pictures(crafted, video_settings())
+    # An hour of a 16-pixel test pattern: a small file, 3,600 frames.
+    hour = tmp_path / "hour.mp4"
+    subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=16x16:rate=1",
+                    "-t", "3600", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(hour)], check=True, timeout=300)
+    assert hour.stat().st_size < 2**20
+    with pytest.raises(MediaError, match=r"hour\.mp4: 3600 s long, over video\.max_seconds = 600"):
+        video_pictures(hour, video_settings())
+    assert len(video_pictures(hour, video_settings(max_seconds=4000))) == 4  # within a raised limit it is read
+    with pytest.raises(MediaError, match=r"hour\.mp4: 0 MiB, over video\.max_bytes = 1000"):
+        video_pictures(hour, video_settings(max_bytes=1000, max_seconds=4000))
+
+
+def test_a_read_error_that_may_pass_is_retried_and_never_remembered(generated_data, monkeypatch):
+    import errno
+
+    from PIL import Image as PIL
+
+    import qadata.requests as requests
+    from helpers import base_config
+    from qadata.errors import TransientMediaError
+    from qadata.requests import RunData
+
+    data = RunData(base_config(f"data.train_manifest={generated_data}"))
+    item, opened, failures = data.train[0], [], [2]
+    real_open = PIL.open
+
+    def flaky_open(path, *args, **kwargs):
+        opened.append(path)
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(requests, "TRANSIENT_WAIT_S", 0.01)
+    monkeypatch.setattr("qadata.media.Image.open", flaky_open)
+    assert data.load(item).item_id == item.item_id and len(opened) == 3 and data.skipped == {}
+    failures[0] = 10  # down for longer than the tries: passed over this time, tried again the next
+    with pytest.raises(TransientMediaError, match="Input/output error"):
+        data.load(item)
+    assert data.skipped == {} and len(opened) == 6
+    failures[0] = 0
+    assert data.load(item).item_id == item.item_id

@@ -70,6 +70,9 @@ class VideoConfig:
     cell_scale: float = MISSING
     local_frames: int = MISSING
     decoder: str = MISSING
+    max_stream_pixels: int = MISSING
+    max_seconds: float = MISSING
+    max_bytes: int = MISSING
 
 
 @dataclass
@@ -326,6 +329,9 @@ RANGES = {
     "model.max_pixels": (1, None, False, False),
     "placement.colocated_rollout_share": (0, 1, True, True),
     "video.cell_scale": (0, 1, True, False),
+    "video.max_stream_pixels": (1, None, False, False),
+    "video.max_seconds": (0, None, True, False),
+    "video.max_bytes": (1, None, False, False),
     "algorithm.rollout_is_cap": (1, None, False, False),
     "health.lr_factor": (0, 1, True, True),
     "health.max_rollbacks": (0, None, False, False),
