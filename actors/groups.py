@@ -8,7 +8,9 @@ the run: its ZeRO shards and the collective are gone.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import ray
 
@@ -77,8 +79,25 @@ class LearnerGroup:
             raise RoleError(f"a learner rank or rollout engine died during the weight transfer ({error}); rerun the "
                             "same command to resume") from None
 
-    def save_checkpoint(self, folder: str, tag: str) -> None:
-        self._get([r.save_checkpoint.remote(folder, tag) for r in self.ranks], "checkpoint")
+    def save_checkpoint(self, folder: str, tag: str) -> dict[str, dict]:
+        """The group's DeepSpeed checkpoint in `folder`; the files every rank wrote, hashed by the rank."""
+        return {path: entry for files in self._get([r.save_checkpoint.remote(folder, tag) for r in self.ranks],
+                                                  "checkpoint") for path, entry in files.items()}
+
+    def see(self, folder: Path) -> None:
+        """Every rank reads a probe file the controller writes into `folder`, or a RoleError names the nodes that
+        cannot: their checkpoint files would land in a folder the controller never sees."""
+        probe = folder / f".probe-{uuid.uuid4().hex}"
+        probe.write_text(probe.name)
+        try:
+            seen = self._get([r.sees.remote(str(probe), probe.name) for r in self.ranks], "checkpoint")
+        finally:
+            probe.unlink(missing_ok=True)
+        blind = [f"rank {rank} on {node}" for rank, (ok, node) in enumerate(seen) if not ok]
+        if blind:
+            raise RoleError(f"learner {', '.join(blind)} cannot see {folder}, which the controller writes: "
+                            "run.output_dir must be a folder every node sees (a shared volume mounted at the same "
+                            "path on each)")
 
     def load_checkpoint(self, folder: str, tag: str) -> None:
         self._get([r.load_checkpoint.remote(folder, tag) for r in self.ranks], "checkpoint")

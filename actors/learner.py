@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from actors.checkpoint_files import written_by
 from actors.grpo_objective import grpo_loss, rollout_importance_weights
 from models.loading import DTYPES, load_policy
 from models.processor import QualityProcessor
@@ -361,9 +363,20 @@ class LearnerRank:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save_checkpoint(self, folder: str, tag: str) -> None:
-        """DeepSpeed model + optimizer state under folder/tag. Collective."""
+    def save_checkpoint(self, folder: str, tag: str) -> dict[str, dict]:
+        """DeepSpeed model + optimizer state under folder/tag. Collective. Returns the files this rank wrote, hashed
+        here (actors.checkpoint_files.written_by)."""
         self.engine.save_checkpoint(folder, tag=tag)
+        return written_by(self.rank, folder)
+
+    def sees(self, path: str, content: str) -> tuple[bool, str]:
+        """Whether the file at `path` holds `content` on this rank's node, and the node's name."""
+        import socket
+
+        try:
+            return Path(path).read_text() == content, socket.gethostname()
+        except OSError:
+            return False, socket.gethostname()
 
     def load_checkpoint(self, folder: str, tag: str) -> None:
         path, _ = self.engine.load_checkpoint(folder, tag=tag)

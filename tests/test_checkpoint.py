@@ -106,3 +106,46 @@ def test_resume_reads_only_what_was_committed_inside_the_store(tmp_path, tamper)
              "outside": "step-000099", "dotdot": "../../elsewhere", "absolute": str(elsewhere),
              "pointer_symlink": "latest", "no_manifest": "manifest.json"}[tamper]
     assert named in str(refused.value)
+
+
+def test_a_checkpoint_whose_learner_files_the_controller_cannot_see_is_refused_by_name(tmp_path):
+    """On a cluster whose nodes do not share run.output_dir, the ranks' files land elsewhere: the commit names it."""
+    from actors.checkpoint_files import written_by
+    from launch.trainer.checkpoint import CheckpointError, CheckpointStore
+
+    store = CheckpointStore(tmp_path / "checkpoints", keep=2)
+
+    def learner(lost: bool):
+        def write(folder):
+            shards = Path(folder) / "state"
+            shards.mkdir(parents=True)
+            for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                         "zero_pp_rank_1_mp_rank_00_optim_states.pt"):
+                (shards / name).write_bytes(name.encode())
+            reported = {**written_by(0, folder), **written_by(1, folder)}
+            if lost:  # rank 1 wrote on a node of its own
+                (shards / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
+            return reported
+        return write
+
+    good = store.save(1, learner(lost=False), {"step": 1})
+    with pytest.raises(CheckpointError, match=r"zero_pp_rank_1_mp_rank_00_optim_states\.pt.* run\.output_dir must be "
+                                              r"a folder every node sees"):
+        store.save(2, learner(lost=True), {"step": 2})
+    assert store.latest() == good and store.steps() == [1]
+
+
+def test_each_rank_hashes_only_the_files_it_wrote(tmp_path):
+    from actors.checkpoint_files import file_sha256, written_by
+
+    for name in ("latest", "zero_to_fp32.py", "state/mp_rank_00_model_states.pt",
+                 "state/zero_pp_rank_0_mp_rank_00_optim_states.pt", "state/zero_pp_rank_1_mp_rank_00_optim_states.pt",
+                 "state/zero_pp_rank_10_mp_rank_00_model_states.pt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    assert sorted(written_by(0, tmp_path)) == ["latest", "state/mp_rank_00_model_states.pt",
+                                               "state/zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_to_fp32.py"]
+    assert list(written_by(1, tmp_path)) == ["state/zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    entry = written_by(10, tmp_path)["state/zero_pp_rank_10_mp_rank_00_model_states.pt"]
+    assert entry == {"sha256": file_sha256(tmp_path / "state/zero_pp_rank_10_mp_rank_00_model_states.pt"),
+                     "bytes": len("state/zero_pp_rank_10_mp_rank_00_model_states.pt")}

@@ -208,3 +208,15 @@ def test_a_second_controller_in_the_same_output_folder_is_refused_by_name(tmp_pa
         claim_output_dir(tmp_path)
     first.close()  # the first run ended: the folder is free again
     claim_output_dir(tmp_path).close()
+
+
+def test_a_relative_output_folder_is_refused_when_joining_a_cluster(monkeypatch):
+    from launch.trainer.setup import read_inputs
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(SystemExit, match=r"'run\.output_dir' is 'runs/a', a relative path, and this run joins a Ray "
+                                         r"cluster"):
+        read_inputs(["ray.address=10.0.0.1:6379", "run.output_dir=runs/a"], "")
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # as under `ray job submit`
+    with pytest.raises(SystemExit, match="relative path"):
+        read_inputs(["run.output_dir=runs/a"], "")

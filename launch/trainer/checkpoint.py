@@ -16,7 +16,6 @@ unpickles what it loads, so a planted or changed file would run code on every le
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,21 +23,16 @@ import shutil
 import uuid
 from pathlib import Path
 
+from actors.checkpoint_files import file_sha256
+
 NAME = re.compile(r"step-(\d{6})(?:\.(\d+))?")
 MANIFEST = "manifest.json"
+LEARNER = "deepspeed"  # the learner group's DeepSpeed checkpoint, inside a checkpoint folder
 STATE = "trainer_state.json"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that could not be written, or one refused at load; names the path."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fsync_path(path: Path) -> None:
@@ -62,9 +56,24 @@ def tree_files(folder: Path) -> list[Path]:
     return files
 
 
-def write_manifest(folder: Path) -> None:
-    entries = {str(rel): {"sha256": file_sha256(folder / rel), "bytes": (folder / rel).stat().st_size}
-               for rel in tree_files(folder)}
+def write_manifest(folder: Path, reported: dict[str, dict] | None = None) -> None:
+    """manifest.json of every file in `folder`. `reported`: {relative path: {"sha256", "bytes"}} of the files the
+    learner ranks wrote and hashed where they wrote them; each must be here at its size (else CheckpointError: the
+    folder is not one every node sees), and is not hashed again. The rest is hashed here."""
+    present = tree_files(folder)
+    missing = sorted(set(reported or {}) - {str(rel) for rel in present})
+    if missing:
+        raise CheckpointError(
+            f"{folder / missing[0]} (and {len(missing) - 1} more), which a learner rank wrote, is not in the folder "
+            "the controller sees: run.output_dir must be a folder every node sees (a shared volume mounted at the "
+            "same path on each), or the checkpoint holds no learner state")
+    entries = {}
+    for rel in present:
+        entry = (reported or {}).get(str(rel))
+        if entry is not None and (folder / rel).stat().st_size != entry["bytes"]:
+            raise CheckpointError(f"{folder / rel} is {(folder / rel).stat().st_size} bytes here but the learner rank "
+                                  f"wrote {entry['bytes']}: run.output_dir is not one folder every node sees alike")
+        entries[str(rel)] = entry or {"sha256": file_sha256(folder / rel), "bytes": (folder / rel).stat().st_size}
     (folder / MANIFEST).write_text(json.dumps({"files": entries}, indent=1, sort_keys=True))
 
 
@@ -119,16 +128,17 @@ class CheckpointStore:
         return matching[-1] if matching else self.root / f"step-{step:06d}"
 
     def save(self, step: int, write_learner, state: dict) -> Path:
-        """write_learner(folder): the learner group's DeepSpeed checkpoint into `folder`. Returns the new folder."""
+        """write_learner(folder): the learner group's DeepSpeed checkpoint into `folder`; it returns the files the
+        ranks wrote ({path relative to `folder`: {"sha256", "bytes"}}, or None). Returns the new folder."""
         tmp = self.root / f".tmp-step-{step:06d}-{uuid.uuid4().hex[:8]}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             for stale in self.root.glob(".tmp-*"):  # from a process killed mid-write
                 shutil.rmtree(stale, ignore_errors=True)
             tmp.mkdir()
-            write_learner(str(tmp / "deepspeed"))
+            reported = write_learner(str(tmp / LEARNER)) or {}
             (tmp / STATE).write_text(json.dumps(state))
-            write_manifest(tmp)
+            write_manifest(tmp, {f"{LEARNER}/{rel}": entry for rel, entry in reported.items()})
             for path in [*(tmp / rel for rel in tree_files(tmp)), *sorted(p for p in tmp.rglob("*") if p.is_dir()),
                          tmp]:
                 fsync_path(path)
@@ -144,6 +154,8 @@ class CheckpointStore:
             shutil.rmtree(tmp, ignore_errors=True)
             previous = self.root / "latest"
             kept = f"{self.root / previous.read_text().strip()} is intact" if previous.is_file() else "there is none"
+            if isinstance(error, CheckpointError):
+                raise
             raise CheckpointError(
                 f"could not write the {self.label} of step {step} into {self.root} ({type(error).__name__}: {error}); "
                 f"the previous one ({kept}). Free disk space or fix the folder's permissions, then rerun the same "

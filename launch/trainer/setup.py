@@ -40,6 +40,10 @@ def read_inputs(argv: list[str] | None, description: str):
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        if (cfg.ray.address or os.environ.get("RAY_ADDRESS")) and not Path(cfg.run.output_dir).is_absolute():
+            raise ConfigError(f"config key 'run.output_dir' is {cfg.run.output_dir!r}, a relative path, and this run "
+                              "joins a Ray cluster, where each node would resolve it in a working folder of its own: "
+                              "give an absolute path on a volume every node mounts at the same place")
         require_model_folder(cfg.model.path)
         for path in (cfg.data.train_manifest, cfg.data.eval_manifest):
             if path is not None and not Path(path).is_file():
@@ -93,6 +97,7 @@ def start_run(cfg, data: RunData) -> TrainingRun:
             init_ray(cfg)
         with startup.phase("startup/roles"):
             roles = start_roles(cfg)
+            roles.learners.see(output_dir.resolve())  # where the ranks write checkpoints, the controller reads
         with startup.phase("startup/tracking_wait"):
             tracker = tracker_ready.result()
     if roles.placement:
