@@ -32,27 +32,22 @@ from launch.trainer.training_run import TrainingRun
 def grpo_step(run: TrainingRun, step: int) -> dict:
     """One GRPO step: batch -> generate -> reward -> advantages -> learn -> sync; returns its metrics."""
     cfg, data, roles, timer = run.cfg, run.data, run.roles, Timer()
-    position = run.sampler.state()
-    try:  # until the update starts, a SIGTERM abandons the step: it is redone, the same, after the resume
-        with run.stop.abandonable():
-            with timer.phase("batch"):
-                requests, mos = data.batch(run.sampler, cfg.trainer.batch_size)
-            with timer.phase("generate"):
-                answers = roles.rollouts.generate(requests, run.sampling(step))
-            kept = answered(answers)  # a skipped item is not scored, and trained on with no tokens and advantage 0
-            if not kept:
-                raise RuntimeError(f"step {step}: the rollout engine skipped every prompt of the batch as too long: "
-                                   "raise rollout.vllm.max_model_len or lower model.max_pixels")
-            kept_answers, kept_mos = [answers[i] for i in kept], [mos[i] for i in kept]
-            with timer.phase("reward"):
-                rewards = roles.reward.score(kept_answers, kept_mos, [requests[i].task for i in kept])
-            with timer.phase("advantage"):
-                advantages = np.zeros((len(requests), cfg.rollout.group_size))
-                advantages[kept] = group_advantages(torch.as_tensor(rewards.terms["total"]), cfg.algorithm.advantage,
-                                                    cfg.algorithm.advantage_eps).numpy()
-    except Preempted:
-        run.sampler.load_state(position)
-        raise
+    with run.redoable():  # until the update starts, a SIGTERM abandons the step; the resumed run redoes it
+        with timer.phase("batch"):
+            requests, mos = data.batch(run.sampler, cfg.trainer.batch_size)
+        with timer.phase("generate"):
+            answers = roles.rollouts.generate(requests, run.sampling(step))
+        kept = answered(answers)  # a skipped item is not scored, and trained on with no tokens and advantage 0
+        if not kept:
+            raise RuntimeError(f"step {step}: the rollout engine skipped every prompt of the batch as too long: "
+                               "raise rollout.vllm.max_model_len or lower model.max_pixels")
+        kept_answers, kept_mos = [answers[i] for i in kept], [mos[i] for i in kept]
+        with timer.phase("reward"):
+            rewards = roles.reward.score(kept_answers, kept_mos, [requests[i].task for i in kept])
+        with timer.phase("advantage"):
+            advantages = np.zeros((len(requests), cfg.rollout.group_size))
+            advantages[kept] = group_advantages(torch.as_tensor(rewards.terms["total"]), cfg.algorithm.advantage,
+                                                cfg.algorithm.advantage_eps).numpy()
     with timer.phase("learn"):
         lr = run.learning_rate(step)
         learner_stats = roles.learners.train_step(deal_samples(requests, answers, advantages, cfg.learner.num_ranks),

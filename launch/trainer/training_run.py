@@ -4,6 +4,8 @@ steps (validate, checkpoint, log). Built by launch/trainer/setup.py, closed by l
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from evaluation.validation import evaluate
 from launch.trainer.checkpoint import CheckpointStore
 from launch.trainer.health import HealthGuard
 from launch.trainer.metrics import CURVES, progress_line
-from launch.trainer.preemption import StopRequest
+from launch.trainer.preemption import Preempted, StopRequest
 from launch.trainer.roles import Roles
 from launch.trainer.run_record import RunRecord
 from launch.trainer.run_state import sampling_seed, trainer_state
@@ -75,6 +77,18 @@ class TrainingRun:
         every_s = self.cfg.trainer.checkpoint_every_s
         overdue = every_s is not None and time.monotonic() - self.checkpointed >= every_s
         return self.due(step, self.cfg.trainer.checkpoint_every) or (overdue and step < self.cfg.trainer.steps)
+
+    @contextmanager
+    def redoable(self) -> Iterator[None]:
+        """Work a SIGTERM abandons at once (launch/trainer/preemption.py); the data position goes back to where it
+        began, so that the resumed run redoes the same step."""
+        position = self.sampler.state()
+        try:
+            with self.stop.abandonable():
+                yield
+        except Preempted:
+            self.sampler.load_state(position)
+            raise
 
     def validate(self, step: int) -> dict:
         """Held-out metrics of the current weights (abandoned at once on a SIGTERM: redone after the resume)."""
