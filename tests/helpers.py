@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -84,6 +85,52 @@ class RayHead:
                 break
         self.process.wait(timeout=10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class LocalCluster:
+    """A real multi-node Ray cluster on this machine (ray.cluster_utils.Cluster): a head with the dashboard (for
+    `ray job submit`) and `workers` worker nodes, each with its own raylet, object store (bytes) and worker
+    processes, declaring `gpus` GPUs each; token authentication on. Stopped by its own handles (shutdown)."""
+
+    def __init__(self, workers: int, gpus: int, cpus: int, dashboard_port: int, store_bytes: int = 100 * 2**20):
+        import secrets
+
+        from ray.cluster_utils import Cluster
+
+        bin_dir = Path(sys.executable).parent
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                    "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        self.dashboard = f"http://127.0.0.1:{dashboard_port}"
+        with self._authenticated():
+            self.cluster = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": 1, "num_gpus": 0, "object_store_memory": store_bytes, "include_dashboard": True,
+                "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port})
+            for index in range(workers):
+                # Each node unpacks a job's working dir into a folder of its own, as on separate machines: in the
+                # one session folder they share here, a node's agent would replace the folder the driver runs in.
+                self.cluster.add_node(num_cpus=cpus, num_gpus=gpus, object_store_memory=store_bytes,
+                                      runtime_env_dir_name=f"runtime_resources_node{index + 1}")
+            self.cluster.wait_for_nodes()
+
+    @contextlib.contextmanager
+    def _authenticated(self):
+        """The cluster's token in this process's environment (the node processes inherit it) and in Ray's config
+        (read when Ray was imported), then this process's own back."""
+        from ray._raylet import Config
+
+        saved = dict(os.environ)
+        os.environ.update(self.env)
+        Config.initialize("")
+        try:
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            Config.initialize("")
+
+    def stop(self) -> None:
+        with self._authenticated():
+            self.cluster.shutdown()
 
 
 # The defaults of configs/base.yaml as the objects that code under test takes, so that no test restates them.

@@ -217,6 +217,7 @@ class PlacementConfig:
     mode: str = MISSING
     strategy: str = MISSING
     colocated_rollout_share: float = MISSING
+    declared_gpus: bool = MISSING
     timeout_s: float = MISSING
 
 

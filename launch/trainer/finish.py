@@ -11,7 +11,7 @@ from pathlib import Path
 
 from launch.trainer.metrics import summarise
 from launch.trainer.plots import training_curves
-from launch.trainer.roles import verify_sync
+from launch.trainer.roles import role_nodes, verify_sync
 from launch.trainer.training_run import TrainingRun
 
 
@@ -75,7 +75,8 @@ def close_run(run: TrainingRun, outcome: Outcome | None) -> dict:
     else:
         summary = summarise(run.cfg, run.record, run.start_step, time.time() - run.started, run.data, run.policy_dir)
         summary.update(status=status, weight_digests=outcome.weight_digests, mlflow_run_id=run.tracker.run_id,
-                       placement=run.roles.placement, learner_ranks=run.roles.learners.ranks_info,
+                       placement=run.roles.placement, nodes=role_nodes(run.roles),
+                       learner_ranks=run.roles.learners.ranks_info,
                        rollout_restarts=run.roles.rollouts.restarted, replay_mismatch=run.tracker.replay_mismatch)
     write_json(run.output_dir / "summary.json", summary)
     return summary

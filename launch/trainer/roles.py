@@ -27,9 +27,24 @@ class Roles:
 
 
 def role_plan(cfg) -> Plan:
-    learner_gpus = cfg.learner.gpus_per_rank if cfg.learner.device != "cpu" else 0.0
-    return plan(cfg.placement.mode, cfg.rollout.num_actors, cfg.learner.num_ranks, cfg.rollout.device != "cpu",
-                cfg.learner.cpus_per_rank, learner_gpus, cfg.placement.colocated_rollout_share)
+    """The bundles of the config's layout: GPUs for the roles on GPU, or for every role with
+    placement.declared_gpus (a GPU layout rehearsed on nodes that declare GPUs while the roles compute on CPU)."""
+    declared = cfg.placement.declared_gpus
+    learner_gpus = cfg.learner.gpus_per_rank if cfg.learner.device != "cpu" or declared else 0.0
+    return plan(cfg.placement.mode, cfg.rollout.num_actors, cfg.learner.num_ranks,
+                cfg.rollout.device != "cpu" or declared, cfg.learner.cpus_per_rank, learner_gpus,
+                cfg.placement.colocated_rollout_share)
+
+
+def role_nodes(roles: Roles) -> dict:
+    """The Ray node of every role's actor, for the run summary."""
+
+    def node_of(actors: list) -> list[str]:
+        return ray.get([a.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()) for a in actors],
+                       timeout=60)
+
+    return {"rollouts": node_of(roles.rollouts.actors), "reward": node_of([roles.reward.actor])[0],
+            "learners": node_of(roles.learners.ranks)}
 
 
 def start_roles(cfg) -> Roles:
