@@ -63,20 +63,18 @@ class LearnerGroup:
         """vLLM's weight transfer from rank 0 to the rollout engines (nccl | ipc), which must be loaded already.
         Bounded by the rendezvous's own timeout (the ranks wait within it) plus the learner's start-up bound."""
         address, port = self._get(self.ranks[0].address.remote(), "checkpoint")
-        refs = [r.connect_rollouts.remote(settings, rollouts, address, port) for r in self.ranks]
-        try:
-            bounded_get(refs, settings.rendezvous_timeout_s + self.checkpoint_timeout_s, "weight transfer set-up",
-                        "rollout.vllm.rendezvous_timeout_s")
-        except ray.exceptions.RayActorError as error:
-            raise RoleError(f"a learner rank or rollout engine died while joining vLLM's weight transfer ({error}); "
-                            "rerun the same command to resume") from None
+        self._transfer([r.connect_rollouts.remote(settings, rollouts, address, port) for r in self.ranks],
+                       settings.rendezvous_timeout_s + self.checkpoint_timeout_s, "rollout.vllm.rendezvous_timeout_s")
 
     def send_weights(self, timeout_s: float) -> None:
+        self._transfer([r.send_weights.remote() for r in self.ranks], timeout_s, "rollout.sync_timeout_s")
+
+    def _transfer(self, refs: list, timeout_s: float, option: str) -> None:
+        """A call into vLLM's weight transfer, bounded by `option`; a death on either side is a RoleError."""
         try:
-            bounded_get([r.send_weights.remote() for r in self.ranks], timeout_s, "weight sync",
-                        "rollout.sync_timeout_s")
+            bounded_get(refs, timeout_s, "weight transfer", option)
         except ray.exceptions.RayActorError as error:
-            raise RoleError(f"a learner rank or rollout engine died during the weight transfer ({error}); rerun the "
+            raise RoleError(f"a learner rank or rollout engine died in vLLM's weight transfer ({error}); rerun the "
                             "same command to resume") from None
 
     def save_checkpoint(self, folder: str, tag: str) -> dict[str, dict]:

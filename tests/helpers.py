@@ -22,6 +22,14 @@ def run_cli(args: list[str], env: dict | None = None, timeout: float = 600) -> s
     )
 
 
+def token_environment() -> dict:
+    """This environment with a fresh Ray token, and this Python's bin folder first (a job's `python`, `ray`)."""
+    import secrets
+
+    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
 class RayHead:
     """A real Ray head (`ray start --head --block`) in a process session of its own, with token authentication.
 
@@ -29,11 +37,9 @@ class RayHead:
     (which ends every Ray process on the machine, other clusters and CI's own included)."""
 
     def __init__(self, port: int, dashboard_port: int, num_cpus: int):
-        import secrets
 
         bin_dir = Path(sys.executable).parent
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-                    "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        self.env = token_environment()
         # Short: Ray's socket paths under the temp dir must stay below the kernel's 107 characters.
         self.temp_dir = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")
         self.dashboard = f"http://127.0.0.1:{dashboard_port}"
@@ -93,13 +99,10 @@ class LocalCluster:
     processes, declaring `gpus` GPUs each; token authentication on. Stopped by its own handles (shutdown)."""
 
     def __init__(self, workers: int, gpus: int, cpus: int, dashboard_port: int, store_bytes: int = 100 * 2**20):
-        import secrets
 
         from ray.cluster_utils import Cluster
 
-        bin_dir = Path(sys.executable).parent
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-                    "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        self.env = token_environment()
         self.dashboard = f"http://127.0.0.1:{dashboard_port}"
         with self._authenticated():
             self.cluster = Cluster(initialize_head=True, head_node_args={

@@ -69,11 +69,11 @@ def write_manifest(folder: Path, reported: dict[str, dict] | None = None) -> Non
             "same path on each), or the checkpoint holds no learner state")
     entries = {}
     for rel in present:
-        entry = (reported or {}).get(str(rel))
-        if entry is not None and (folder / rel).stat().st_size != entry["bytes"]:
-            raise CheckpointError(f"{folder / rel} is {(folder / rel).stat().st_size} bytes here but the learner rank "
-                                  f"wrote {entry['bytes']}: run.output_dir is not one folder every node sees alike")
-        entries[str(rel)] = entry or {"sha256": file_sha256(folder / rel), "bytes": (folder / rel).stat().st_size}
+        entry, size = (reported or {}).get(str(rel)), (folder / rel).stat().st_size
+        if entry is not None and size != entry["bytes"]:
+            raise CheckpointError(f"{folder / rel} is {size} bytes here but the learner rank wrote {entry['bytes']}: "
+                                  "run.output_dir is not one folder every node sees alike")
+        entries[str(rel)] = entry or {"sha256": file_sha256(folder / rel), "bytes": size}
     (folder / MANIFEST).write_text(json.dumps({"files": entries}, indent=1, sort_keys=True))
 
 
@@ -152,10 +152,10 @@ class CheckpointStore:
             fsync_path(self.root)
         except Exception as error:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(error, CheckpointError):  # already names what is wrong
+                raise
             previous = self.root / "latest"
             kept = f"{self.root / previous.read_text().strip()} is intact" if previous.is_file() else "there is none"
-            if isinstance(error, CheckpointError):
-                raise
             raise CheckpointError(
                 f"could not write the {self.label} of step {step} into {self.root} ({type(error).__name__}: {error}); "
                 f"the previous one ({kept}). Free disk space or fix the folder's permissions, then rerun the same "

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import ray
 
+from actors.calls import bounded_get
 from actors.groups import LearnerGroup, RewardGroup, RolloutGroup, start_rollouts
 from actors.learner import LearnerSettings
 from actors.placement import Plan, plan, reserve
@@ -37,11 +38,11 @@ def role_plan(cfg) -> Plan:
 
 
 def role_nodes(roles: Roles) -> dict:
-    """The Ray node of every role's actor, for the run summary."""
+    """The Ray node of every role's actor, for the run summary (bounded by rollout.generate_timeout_s)."""
 
     def node_of(actors: list) -> list[str]:
-        return ray.get([a.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()) for a in actors],
-                       timeout=60)
+        refs = [a.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()) for a in actors]
+        return bounded_get(refs, roles.rollouts.timeout_s, "roles' nodes", "rollout.generate_timeout_s")
 
     return {"rollouts": node_of(roles.rollouts.actors), "reward": node_of([roles.reward.actor])[0],
             "learners": node_of(roles.learners.ranks)}
