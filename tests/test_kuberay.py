@@ -115,13 +115,36 @@ def test_the_network_policy_admits_only_preresq_pods_and_the_operator():
     assert policy["kind"] == "NetworkPolicy" and spec["policyTypes"] == ["Ingress", "Egress"]
     assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "preresq"}}
     own, operator = spec["ingress"]
-    assert own == {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "preresq"}}}]}
+    assert own["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "preresq"}}}]
+    # preresq to preresq: named ports only, and every port a manifest fixes is among them
+    opened = [(p["port"], p.get("endPort", p["port"])) for p in own["ports"]]
+    assert all(p["protocol"] == "TCP" for p in own["ports"]) and all(high - low < 30000 for low, high in opened)
+    fixed = {6379, 8265, 10001}  # KubeRay's own for the head
+    for path in MANIFESTS:
+        groups = start_params(yaml.safe_load(path.read_text()))
+        assert len(groups) == 2, path.name  # the head's and the worker group's
+        for params in groups:
+            fixed |= {int(v) for k, v in params.items() if k.endswith("-port")}
+            assert params.get("min-worker-port") == "10002" and params.get("max-worker-port") == "10999", path.name
+    assert fixed >= {8076, 8077, 8078, 8079, 8080, 52365, 10002, 10999}
+    assert all(any(low <= port <= high for low, high in opened) for port in fixed)
+    assert (32768, 60999) in opened  # the kernel's ephemeral ports: torch.distributed, gloo, NCCL
     # the operator: from its namespace only (no empty namespaceSelector: any namespace), on the dashboard's port
     assert operator["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ray-system"}
     assert operator["ports"] == [{"protocol": "TCP", "port": 8265}]
     assert all("ipBlock" not in source for rule in spec["ingress"] for source in rule["from"])
     blocks = [peer["ipBlock"] for rule in spec["egress"] for peer in rule["to"] if "ipBlock" in peer]
     assert {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]} in blocks  # no cloud metadata credentials
+
+
+def start_params(document) -> list[dict]:
+    """Every rayStartParams (the head's and each worker group's) in a manifest."""
+    if isinstance(document, dict):
+        return [*([document["rayStartParams"]] if "rayStartParams" in document else []),
+                *(p for value in document.values() for p in start_params(value))]
+    if isinstance(document, list):
+        return [p for value in document for p in start_params(value)]
+    return []
 
 
 def test_every_pod_with_an_fs_group_skips_the_recursive_chown():
