@@ -2,12 +2,13 @@
 
 Every call is bounded by an option (actors/calls.py): a stuck actor is an error naming the role and the option,
 never a hang. Rollout and reward actors are restarted by Ray after a death (`max_restarts`); the caller gives a
-restarted rollout actor the current weights and redoes its part (`RolloutGroup`). A learner rank's death ends
-the run: its ZeRO shards and the collective are gone.
+restarted rollout actor the current weights and redoes its part (`RolloutGroup`). A learner rank's death is a
+LearnerLost: its ZeRO shards and the collective are gone, so the controller starts a new group from a checkpoint.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -21,31 +22,76 @@ from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
 from actors.weight_transfer import TransferSettings
 
+# How long Ray may take to tell that a node's actors are gone (a raylet's missed heartbeats), when a survivor's
+# failed collective is the first news of a death.
+DEATH_NOTICE_S = 60.0
+
+
+class LearnerLost(RoleError):
+    """A learner rank died (its process, or its node): the group's shards and collective are gone with it."""
+
 
 class LearnerGroup:
     """N LearnerRank actors forming one DeepSpeed data-parallel group, placed by `slots` (one per rank).
 
-    Calls are bounded by learner.step_timeout_s (a step, a gather) or learner.checkpoint_timeout_s (start-up,
-    checkpoints); a rank's death is a RoleError: the group cannot go on without its shards."""
+    The ranks are placed within placement_timeout_s (placement.timeout_s: after a node's loss, until its bundle
+    finds a node again). Calls are bounded by learner.step_timeout_s (a step, a gather) or
+    learner.checkpoint_timeout_s (start-up, checkpoints); a rank's death is a LearnerLost."""
 
     def __init__(self, settings: LearnerSettings, step_timeout_s: float, checkpoint_timeout_s: float,
-                 slots: list[Slot], group=None):
+                 slots: list[Slot], group=None, placement_timeout_s: float | None = None):
         self.step_timeout_s, self.checkpoint_timeout_s = step_timeout_s, checkpoint_timeout_s
+        self.bounds = {"step": (step_timeout_s, "learner.step_timeout_s"),
+                       "checkpoint": (checkpoint_timeout_s, "learner.checkpoint_timeout_s"),
+                       "placement": (placement_timeout_s, "placement.timeout_s")}
         actor = ray.remote(LearnerRank)
         world = len(slots)
         self.ranks = [actor.options(**actor_options(slot, group)).remote(settings, rank, world)
                       for rank, slot in enumerate(slots)]
-        addr, port = self._get(self.ranks[0].address.remote(), "checkpoint")
-        self.ranks_info = self._get([r.setup.remote(addr, port) for r in self.ranks], "checkpoint")
+        try:
+            if placement_timeout_s is not None:
+                self._get([r.__ray_ready__.remote() for r in self.ranks], "placement")
+            addr, port = self._get(self.ranks[0].address.remote(), "checkpoint")
+            self.ranks_info = self._get([r.setup.remote(addr, port) for r in self.ranks], "checkpoint")
+        except LearnerLost:  # e.g. placed on a node that Ray had not yet found dead
+            self.end()
+            raise
 
     def _get(self, refs, bound: str):
-        timeout_s = self.step_timeout_s if bound == "step" else self.checkpoint_timeout_s
+        """ray.get within the bound named (step | checkpoint | placement); a rank's death is a LearnerLost."""
+        timeout_s, option = self.bounds[bound]
         try:
-            return bounded_get(refs, timeout_s, "learner group", f"learner.{bound}_timeout_s")
+            return bounded_get(refs, timeout_s, "learner group", option)
         except ray.exceptions.RayActorError as error:
-            raise RoleError(f"a learner rank died ({type(error).__name__}: {str(error).splitlines()[0][:200]}); the "
-                            "ZeRO group cannot go on without its shards. Rerun the same command: it resumes from the "
-                            "newest checkpoint") from None
+            raise LearnerLost(f"a learner rank died ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                              "the ZeRO group cannot go on without its shards") from None
+        except ray.exceptions.RayTaskError:
+            # A survivor's collective often fails (connection reset) before the dead rank's own error arrives.
+            dead = self._dead_ranks()
+            if dead:
+                raise LearnerLost(f"a learner rank died (rank {', '.join(map(str, dead))}); the ZeRO group cannot go "
+                                  "on without its shards") from None
+            raise
+
+    def _dead_ranks(self) -> list[int]:
+        """The ranks that do not answer because they are gone, as Ray knows within DEATH_NOTICE_S (a live rank still
+        busy in a collective does not answer either, but is not counted)."""
+        probes = [rank.__ray_ready__.remote() for rank in self.ranks]
+        pending, dead, deadline = list(probes), [], time.monotonic() + DEATH_NOTICE_S
+        while pending and not dead:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            try:
+                ray.get(ready)
+            except ray.exceptions.RayActorError:
+                dead.append(probes.index(ready[0]))
+        return dead
+
+    def end(self) -> None:
+        """Every rank ended at once (survivors of a lost rank wait in its collective until killed)."""
+        for rank in self.ranks:
+            ray.kill(rank, no_restart=True)
 
     def train_step(self, shards: list[list], lr: float) -> list[dict]:
         return self._get([r.train_step.remote(shard, lr) for r, shard in zip(self.ranks, shards)], "step")
@@ -117,6 +163,10 @@ class RolloutGroup:
 
     def __len__(self) -> int:
         return len(self.actors)
+
+    def end(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
 
     def submit(self, index: int, requests: list, sampling) -> tuple:
         """Start actor `index` on `requests`; `result` of the returned handle gives the answers."""

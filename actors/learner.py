@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,7 @@ class LearnerSettings:
     max_pixels: int | None
     threads: int
     seed: int
+    collective_timeout_s: float  # torch.distributed's: a rank stuck on a dead peer errs after this, not 30 min
 
     @classmethod
     def from_config(cls, cfg) -> LearnerSettings:
@@ -112,6 +114,7 @@ class LearnerSettings:
             max_pixels=cfg.model.max_pixels,
             threads=learner.threads,
             seed=cfg.run.seed,
+            collective_timeout_s=learner.step_timeout_s,
         )
 
 
@@ -177,7 +180,8 @@ class LearnerRank:
 
         # Skip the ~50 s JIT build of DeepSpeed's shared-memory comm op on CPU.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-        deepspeed.init_distributed(dist_backend=settings.comm_backend, auto_mpi_discovery=False)
+        deepspeed.init_distributed(dist_backend=settings.comm_backend, auto_mpi_discovery=False,
+                                   timeout=timedelta(seconds=settings.collective_timeout_s))
         self.deepspeed = deepspeed
         self.processor = QualityProcessor(settings.model_path, settings.min_pixels, settings.max_pixels)
         device = settings.device if settings.device == "cpu" else f"cuda:{torch.cuda.current_device()}"

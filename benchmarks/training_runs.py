@@ -12,12 +12,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def train(overrides: list[str], output_dir: Path, log: Path, env: dict | None = None) -> dict:
-    """`launch/grpo.py --config configs/local.yaml` with `overrides`, writing to output_dir (its MLflow store there
-    too): its summary.json, with `tracking_uri` added. Exits naming the log when the run fails."""
+def train(overrides: list[str], output_dir: Path, log: Path, env: dict | None = None,
+          config: str = "configs/local.yaml") -> dict:
+    """`launch/grpo.py --config CONFIG` (make train's by default) with `overrides`, writing to output_dir (its MLflow
+    store there too): its summary.json, with `tracking_uri` added. Exits naming the log when the run fails."""
     output_dir.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{output_dir / 'mlflow.db'}"
-    command = [sys.executable, "launch/grpo.py", "--config", "configs/local.yaml", *overrides,
+    command = [sys.executable, "launch/grpo.py", "--config", config, *overrides,
                f"run.output_dir={output_dir}", "run.resume=false", f"tracking.uri={uri}"]
     with log.open("w") as out:
         code = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,

@@ -5,8 +5,9 @@
 
 Without a cluster address it starts an embedded single-node Ray; under `ray job submit` it joins
 the job's cluster. The loop: batch -> generate -> reward -> advantages -> learn -> sync -> log,
-guard, checkpoint, evaluate. The roles live in actors/, the algorithm's pieces are pure functions
-(actors/grpo_objective.py, rewards/prpo.py), and the run's set-up and finish are in launch/trainer/.
+guard, checkpoint, evaluate; a lost learner rank is relaunched from the newest checkpoint. The
+roles live in actors/, the algorithm's pieces are pure functions (actors/grpo_objective.py,
+rewards/prpo.py), and the run's set-up and finish are in launch/trainer/.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from actors.calls import RoleError
 from actors.grpo_objective import group_advantages
 from actors.learner import deal_samples
 from launch.trainer.checkpoint import CheckpointError
-from launch.trainer.finish import close_run, finish_training, stop_for_preemption
+from launch.trainer.finish import Outcome, close_run, finish_training, stop_for_preemption
 from launch.trainer.health import HealthError
 from launch.trainer.metrics import Timer, step_metrics
 from launch.trainer.preemption import Preempted
+from launch.trainer.relaunch import relaunchable
 from launch.trainer.rollback import roll_back
 from launch.trainer.setup import read_inputs, ready_for_first_step, start_run
 from launch.trainer.training_run import TrainingRun
@@ -70,26 +72,32 @@ def answered(answers: list) -> list[int]:
     return [i for i, row in enumerate(answers) if not any(c.skipped for c in row)]
 
 
-def train(run: TrainingRun) -> None:
-    """GRPO steps up to trainer.steps; a health breach rolls back to a snapshot and the steps after it are redone;
-    a SIGTERM stops it between steps (or abandons a step not yet learning) with Preempted."""
+def train(run: TrainingRun) -> Outcome:
+    """GRPO steps up to trainer.steps, then the final checkpoint and checks. A health breach rolls back to a
+    snapshot and the steps after it are redone; a lost learner rank starts the learner group again from the newest
+    checkpoint, and the steps after it are redone; a SIGTERM stops it between steps (or abandons a step not yet
+    learning) with Preempted."""
     cfg = run.cfg
-    while run.step < cfg.trainer.steps:
-        run.stop.check()
-        step = run.step + 1
-        metrics = grpo_step(run, step)
-        run.step = step
-        run.log_step(step, metrics)
-        breach = run.guard.check(step, metrics) if cfg.health.enabled else None
-        if breach:
-            run.step = roll_back(breach, run)
-            continue
-        if cfg.health.enabled and run.due(step, cfg.health.snapshot_every):
-            run.save(run.snapshots, step)
-        if run.checkpoint_due(step):
-            run.save(run.checkpoints, step)
-        if run.due(step, cfg.trainer.eval_every):
-            run.validate(step)
+    while True:
+        while run.step < cfg.trainer.steps:
+            run.stop.check()
+            with relaunchable(run):
+                step = run.step + 1
+                metrics = grpo_step(run, step)
+                run.step = step
+                run.log_step(step, metrics)
+                breach = run.guard.check(step, metrics) if cfg.health.enabled else None
+                if breach:
+                    run.step = roll_back(breach, run)
+                    continue
+                if cfg.health.enabled and run.due(step, cfg.health.snapshot_every):
+                    run.save(run.snapshots, step)
+                if run.checkpoint_due(step):
+                    run.save(run.checkpoints, step)
+                if run.due(step, cfg.trainer.eval_every):
+                    run.validate(step)
+        with relaunchable(run):
+            return finish_training(run)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -97,8 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = start_run(cfg, data)
     try:
         ready_for_first_step(run)
-        train(run)
-        outcome = finish_training(run)
+        outcome = train(run)
     except Preempted:
         outcome = stop_for_preemption(run)
     except BaseException as error:

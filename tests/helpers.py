@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+from launch.local_cluster import token_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,12 +24,48 @@ def run_cli(args: list[str], env: dict | None = None, timeout: float = 600) -> s
     )
 
 
-def token_environment() -> dict:
-    """This environment with a fresh Ray token, and this Python's bin folder first (a job's `python`, `ray`)."""
-    import secrets
+class Run:
+    """`program args` (`python launch/grpo.py ...`, `ray job submit ...`) in the background from the repository
+    root, its output read line by line."""
 
-    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    def __init__(self, args: list[str], env: dict | None = None, program: str = sys.executable):
+        self.process = subprocess.Popen([program, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, env={**(env or os.environ), "PYTHONUNBUFFERED": "1"})
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} never came:\n{self.output[-4000:]}")
+            time.sleep(0.05)
+
+    def actor_process(self, role: str):
+        """The process of the first `role` actor (e.g. "LearnerRank") under this command."""
+        import psutil
+
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if f"ray::{role}" in " ".join(child.cmdline()):
+                    return child
+            except psutil.Error:
+                continue
+        raise AssertionError(f"no {role} process under the driver")
+
+    def finish(self, timeout: float = 400) -> int:
+        code = self.process.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code
 
 
 class RayHead:
@@ -91,49 +129,6 @@ class RayHead:
                 break
         self.process.wait(timeout=10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-class LocalCluster:
-    """A real multi-node Ray cluster on this machine (ray.cluster_utils.Cluster): a head with the dashboard (for
-    `ray job submit`) and `workers` worker nodes, each with its own raylet, object store (bytes) and worker
-    processes, declaring `gpus` GPUs each; token authentication on. Stopped by its own handles (shutdown)."""
-
-    def __init__(self, workers: int, gpus: int, cpus: int, dashboard_port: int, store_bytes: int = 100 * 2**20):
-
-        from ray.cluster_utils import Cluster
-
-        self.env = token_environment()
-        self.dashboard = f"http://127.0.0.1:{dashboard_port}"
-        with self._authenticated():
-            self.cluster = Cluster(initialize_head=True, head_node_args={
-                "num_cpus": 1, "num_gpus": 0, "object_store_memory": store_bytes, "include_dashboard": True,
-                "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port})
-            for index in range(workers):
-                # Each node unpacks a job's working dir into a folder of its own, as on separate machines: in the
-                # one session folder they share here, a node's agent would replace the folder the driver runs in.
-                self.cluster.add_node(num_cpus=cpus, num_gpus=gpus, object_store_memory=store_bytes,
-                                      runtime_env_dir_name=f"runtime_resources_node{index + 1}")
-            self.cluster.wait_for_nodes()
-
-    @contextlib.contextmanager
-    def _authenticated(self):
-        """The cluster's token in this process's environment (the node processes inherit it) and in Ray's config
-        (read when Ray was imported), then this process's own back."""
-        from ray._raylet import Config
-
-        saved = dict(os.environ)
-        os.environ.update(self.env)
-        Config.initialize("")
-        try:
-            yield
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-            Config.initialize("")
-
-    def stop(self) -> None:
-        with self._authenticated():
-            self.cluster.shutdown()
 
 
 # The defaults of configs/base.yaml as the objects that code under test takes, so that no test restates them.

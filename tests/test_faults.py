@@ -1,20 +1,17 @@
 """Faults survived: real processes killed (SIGKILL) or stopped (SIGSTOP) in the middle of a real run.
 
 A rollout or reward actor's death is survived with nothing lost or counted twice (the run ends with the same
-weights and the same per-step rewards as an uninterrupted one); a learner rank's death and a stuck actor end
-the run with an error naming the role and the option, and the rerun resumes; a driver killed between
-checkpoints and rerun gives the same final weights, each step logged once.
+weights and the same per-step rewards as an uninterrupted one); a learner rank's death starts the learner group
+again from the newest checkpoint, with the same end (past run.max_relaunches it is a named error); a stuck actor
+ends the run with an error naming the role and the option; a driver killed between checkpoints and rerun gives
+the same final weights, each step logged once.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,7 +19,7 @@ import psutil
 import pytest
 from test_training_run import metric_steps, overrides, run_status
 
-from helpers import ROOT, run_cli
+from helpers import Run, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -33,47 +30,6 @@ SETTINGS = {"trainer.steps": STEPS, "trainer.checkpoint_every": 2, "trainer.veri
 
 def args_for(model: Path, data: Path, out: Path, **extra) -> list[str]:
     return ["launch/grpo.py", "--config", "configs/local.yaml", *overrides(model, data, out, **{**SETTINGS, **extra})]
-
-
-class Run:
-    """`python launch/grpo.py ...` in the background, its output read line by line."""
-
-    def __init__(self, args: list[str]):
-        self.process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, text: str, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} never came:\n{self.output[-4000:]}")
-            time.sleep(0.05)
-
-    def actor_process(self, role: str) -> psutil.Process:
-        for child in psutil.Process(self.process.pid).children(recursive=True):
-            try:
-                if f"ray::{role}" in " ".join(child.cmdline()):
-                    return child
-            except psutil.Error:
-                continue
-        raise AssertionError(f"no {role} process under the driver")
-
-    def finish(self, timeout: float = 400) -> int:
-        code = self.process.wait(timeout=timeout)
-        self.reader.join(timeout=10)
-        return code
 
 
 def rewards_by_step(uri: str, run_id: str) -> dict[int, float]:
@@ -138,22 +94,40 @@ def test_a_driver_killed_between_checkpoints_resumes_to_the_same_weights_each_st
     assert run_status(uri, summary["mlflow_run_id"]) == "FINISHED"
 
 
-def test_a_killed_learner_rank_is_a_named_error_and_the_rerun_resumes(tiny_model, generated_data, tmp_path):
+def test_a_killed_learner_rank_is_relaunched_from_the_newest_checkpoint_and_ends_as_if_uninterrupted(
+        tiny_model, generated_data, tmp_path, uninterrupted):
+    reference, reference_rewards, _ = uninterrupted
     out = tmp_path / "run"
     run = Run(args_for(tiny_model, generated_data, out))
+    run.wait_for(f"step 3/{STEPS}")  # checkpoint 2 is written, step 3 logged
+    run.actor_process("LearnerRank").send_signal(signal.SIGKILL)
+    assert run.finish() == 0, run.output[-4000:]
+    assert "learner group lost after step 3" in run.output and "[relaunch 1 of 3]" in run.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "FINISHED" and summary["replay_mismatch"] == []
+    [relaunch] = summary["relaunches"]
+    assert relaunch["step"] == 3 and relaunch["to_step"] == 2 and "learner rank died" in relaunch["error"]
+    # The weights a by-hand resume from checkpoint 2 reaches (the driver-killed test), and each step logged once.
+    assert summary["weight_digests"]["rollouts"] == [summary["weight_digests"]["learner"]]
+    assert summary["weight_digests"]["learner"] == reference["weight_digests"]["learner"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert rewards_by_step(uri, summary["mlflow_run_id"]) == reference_rewards
+    assert metric_steps(uri, summary["mlflow_run_id"], "faults/learner_relaunches") == [4]
+
+
+def test_a_learner_rank_lost_with_no_relaunch_left_is_a_named_error(tiny_model, generated_data, tmp_path):
+    out = tmp_path / "run"
+    run = Run(args_for(tiny_model, generated_data, out, **{"run.max_relaunches": 0}))
     run.wait_for(f"step 3/{STEPS}")
     run.actor_process("LearnerRank").send_signal(signal.SIGKILL)
     assert run.finish() != 0
-    assert "preresq: a learner rank died" in run.output and "resumes from the newest checkpoint" in run.output
+    message = next(line for line in run.lines if line.startswith("preresq: "))
+    assert "a learner rank died" in message and "run.max_relaunches = 0" in message
+    assert "resumes from the newest checkpoint" in message
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "FAILED" and "learner rank died" in summary["failure"]
     run_id = json.loads((out / "checkpoints" / "step-000002" / "trainer_state.json").read_text())["mlflow_run_id"]
     assert run_status(f"sqlite:///{tmp_path / 'mlflow.db'}", run_id) == "FAILED"
-
-    rerun = run_cli(args_for(tiny_model, generated_data, out))
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert "resumed from" in rerun.stdout
-    assert json.loads((out / "summary.json").read_text())["status"] == "FINISHED"
 
 
 def test_a_stuck_rollout_actor_is_a_named_timeout_not_a_hang(tiny_model, generated_data, tmp_path):

@@ -23,6 +23,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from actors.calls import RoleError
 from actors.checkpoint_files import file_sha256
 
 NAME = re.compile(r"step-(\d{6})(?:\.(\d+))?")
@@ -152,7 +153,7 @@ class CheckpointStore:
             fsync_path(self.root)
         except Exception as error:
             shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(error, CheckpointError):  # already names what is wrong
+            if isinstance(error, (CheckpointError, RoleError)):  # already names what is wrong
                 raise
             previous = self.root / "latest"
             kept = f"{self.root / previous.read_text().strip()} is intact" if previous.is_file() else "there is none"

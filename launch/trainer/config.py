@@ -43,6 +43,7 @@ class RunConfig:
     allow_config_change: bool = MISSING
     shuffle_labels: bool = MISSING
     stop_grace_s: float = MISSING
+    max_relaunches: int = MISSING
 
 
 @dataclass
@@ -325,6 +326,7 @@ RANGES = {
     "learner.checkpoint_timeout_s": (0, None, True, False),
     "placement.timeout_s": (0, None, True, False),
     "run.stop_grace_s": (0, None, True, False),
+    "run.max_relaunches": (0, None, False, False),
     "trainer.checkpoint_every_s": (0, None, True, False),
     "model.min_pixels": (1, None, False, False),
     "model.max_pixels": (1, None, False, False),

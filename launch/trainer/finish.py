@@ -69,15 +69,17 @@ def close_run(run: TrainingRun, outcome: Outcome | None) -> dict:
     finally:
         run.tracker.finish(status)
     rollbacks = [asdict(r) for r in run.record.rollbacks]
+    relaunches = [asdict(r) for r in run.record.relaunches]
     if outcome is None or outcome.status == "KILLED":
         summary = {"status": status, "failure": outcome.problem if outcome else run.record.failure,
-                   "step": run.step, "rollbacks": rollbacks}
+                   "step": run.step, "rollbacks": rollbacks, "relaunches": relaunches}
     else:
         summary = summarise(run.cfg, run.record, run.start_step, time.time() - run.started, run.data, run.policy_dir)
         summary.update(status=status, weight_digests=outcome.weight_digests, mlflow_run_id=run.tracker.run_id,
                        placement=run.roles.placement, nodes=role_nodes(run.roles),
                        learner_ranks=run.roles.learners.ranks_info,
-                       rollout_restarts=run.roles.rollouts.restarted, replay_mismatch=run.tracker.replay_mismatch)
+                       rollout_restarts=run.roles.rollouts.restarted, relaunches=relaunches,
+                       replay_mismatch=run.tracker.replay_mismatch)
     write_json(run.output_dir / "summary.json", summary)
     return summary
 

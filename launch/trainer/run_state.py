@@ -14,7 +14,7 @@ from launch.trainer.config import flatten
 RESULT_NEUTRAL = ("run.name", "run.resume", "run.allow_config_change", "run.output_dir", "tracking.", "ray.",
                   "eval.", "data.eval_", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
                   "trainer.keep_checkpoints", "trainer.checkpoint_every_s", "trainer.verify_sync",
-                  "placement.timeout_s", "run.stop_grace_s", "rollout.vllm.transfer_buffer_bytes")
+                  "placement.timeout_s", "run.stop_grace_s", "run.max_relaunches", "rollout.vllm.transfer_buffer_bytes")
 
 
 def result_config(cfg) -> dict:

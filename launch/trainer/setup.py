@@ -20,7 +20,7 @@ from launch.trainer.checkpoint import CheckpointStore
 from launch.trainer.config import ConfigError, flatten, load_config
 from launch.trainer.health import HealthGuard
 from launch.trainer.metrics import Timer
-from launch.trainer.roles import start_roles
+from launch.trainer.roles import role_nodes, start_roles
 from launch.trainer.run_record import RunRecord
 from launch.trainer.run_state import resume_state
 from launch.trainer.tracking import Tracker
@@ -104,9 +104,13 @@ def start_run(cfg, data: RunData) -> TrainingRun:
         print(f"placement group ({roles.placement['mode']}, {roles.placement['strategy']}): bundles "
               f"{roles.placement['bundles']}, rollouts in {roles.placement['rollout_bundles']}, learner ranks in "
               f"{roles.placement['learner_bundles']}", flush=True)
+    nodes = role_nodes(roles)
+    if len({*nodes["learners"], *nodes["rollouts"], nodes["reward"]}) > 1:
+        print(f"roles' nodes: learner ranks {[n[:12] for n in nodes['learners']]}, rollout actors "
+              f"{[n[:12] for n in nodes['rollouts']]}, reward actor {nodes['reward'][:12]}", flush=True)
     run = TrainingRun(cfg, data, roles, tracker, checkpoints, snapshots,
                       BatchSampler(len(data.train), cfg.run.seed),
-                      HealthGuard(cfg.health, state.get("health_window") if state else None), RunRecord(), 0,
+                      HealthGuard(cfg.health), RunRecord(), 0,
                       startup.seconds, lock=lock)
     if state:
         resume(run, resume_from, state)
@@ -117,13 +121,8 @@ def start_run(cfg, data: RunData) -> TrainingRun:
 def resume(run: TrainingRun, folder: Path, state: dict) -> None:
     """The learner, the sampler, the RNG, the record and the skipped media as the checkpoint in `folder` left
     them; the rollout actors given the learner's weights."""
-    run.roles.learners.load_checkpoint(str(folder / "deepspeed"), tag="state")
-    run.sampler.load_state(state["sampler"])
-    torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
-    run.record, run.start_step = RunRecord.from_state(state["history"]), state["step"]
-    run.step = run.start_step
-    run.data.skipped.update(state.get("skipped_media", {}))
-    run.roles.weights.push(run.start_step)
+    run.restore(folder, state)
+    run.start_step = run.step
     logged_until = run.tracker.logged_until
     print(f"resumed from {folder} at step {run.start_step}"
           + (f"; steps {run.start_step + 1}-{logged_until} were logged before the crash and are replayed "

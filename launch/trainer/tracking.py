@@ -100,11 +100,18 @@ class Tracker:
             return
         from mlflow.entities import Metric
 
+        if STEP_METRIC in metrics:
+            self.logged[step] = metrics[STEP_METRIC]
         now = int(time.time() * 1000)
         self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()
                          if v is not None and math.isfinite(v)]
         if time.monotonic() >= self.retry_at:
             self.flush()
+
+    def replay_until(self, step: int) -> None:
+        """Steps up to `step` are logged already: a run that goes back to an earlier checkpoint (a relaunched
+        learner group) redoes them without logging them again, and says whether they came out the same."""
+        self.logged_until = max(self.logged_until, step)
 
     def flush(self) -> bool:
         """Send what is pending; False (and a warning the first time) when the server does not take it."""

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from actors.lr_schedule import learning_rate
 from evaluation.validation import evaluate
 from launch.trainer.checkpoint import CheckpointStore
@@ -89,6 +91,27 @@ class TrainingRun:
         except Preempted:
             self.sampler.load_state(position)
             raise
+
+    def restore(self, folder: Path | None, state: dict | None) -> None:
+        """The learner, the sampler, the RNG, the record, the health window and the skipped media as the checkpoint
+        in `folder` (with its `state`) left them, or as the run began (None); the rollout actors given the learner's
+        weights. The relaunches so far are kept: they happened whatever the checkpoint says."""
+        relaunches = self.record.relaunches
+        if folder is None:
+            self.sampler = BatchSampler(len(self.data.train), self.cfg.run.seed)
+            torch.manual_seed(self.cfg.run.seed)
+            self.record = RunRecord(evals={k: v for k, v in self.record.evals.items() if k == 0})
+            self.guard, self.step = HealthGuard(self.cfg.health), 0
+        else:
+            self.roles.learners.load_checkpoint(str(folder / "deepspeed"), tag="state")
+            self.sampler.load_state(state["sampler"])
+            torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
+            self.record = RunRecord.from_state(state["history"])
+            self.guard = HealthGuard(self.cfg.health, state.get("health_window"))
+            self.data.skipped.update(state.get("skipped_media", {}))
+            self.step = state["step"]
+        self.record.relaunches = relaunches or self.record.relaunches
+        self.roles.weights.push(self.step)
 
     def validate(self, step: int) -> dict:
         """Held-out metrics of the current weights (abandoned at once on a SIGTERM: redone after the resume)."""
