@@ -1,7 +1,7 @@
 """The rehearsal layout on one Ray node against the same job on a multi-node cluster on this machine, and what a
 node's death costs.
 
-    python benchmarks/cluster_rehearsal.py                 # about 8 min on 2 cores
+    python benchmarks/cluster_rehearsal.py                 # about 6 min on 2 cores
     python benchmarks/cluster_rehearsal.py --steps 12
 
 The job: configs/rehearsal.yaml (the tiny model on CPU, two ZeRO-3 learner ranks over gloo, one rollout actor, batch
@@ -41,7 +41,10 @@ from launch.local_cluster import LocalCluster  # noqa: E402  (the repository roo
 MODEL = ROOT / "artifacts" / "models" / "qwen2.5-vl-tiny"
 PHASES = ("step", "generate", "reward", "learn", "sync")
 CONFIG = "configs/rehearsal.yaml"
-SETTINGS = ["health.enabled=false", "data.eval_limit=8", "rollout.threads=1", "trainer.checkpoint_every=2"]
+# Absolute paths: a job's working directory is an upload that leaves out artifacts/.
+DATA = ROOT / "artifacts" / "data" / "generated" / "manifest.parquet"
+SETTINGS = [f"model.path={MODEL}", f"data.train_manifest={DATA}", "health.enabled=false", "data.eval_limit=8",
+            "rollout.threads=1", "trainer.checkpoint_every=2"]
 
 
 class Job:
