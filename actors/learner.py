@@ -18,6 +18,7 @@ import torch
 
 from actors.checkpoint_files import written_by
 from actors.grpo_objective import grpo_loss, rollout_importance_weights
+from actors.notices import silence_known_notices
 from models.loading import DTYPES, load_policy
 from models.processor import QualityProcessor
 from models.sequences import grouped_logprobs
@@ -158,6 +159,9 @@ class LearnerRank:
     def __init__(self, settings: LearnerSettings, rank: int, world_size: int):
         self.settings, self.rank, self.world_size = settings, rank, world_size
         torch.set_num_threads(settings.threads)
+        silence_known_notices()
+        if settings.device == "cpu":
+            os.environ["DS_ACCELERATOR"] = "cpu"  # said, not guessed: DeepSpeed's guess warns in every rank
 
     def address(self) -> tuple[str, int]:
         return free_address()
@@ -187,7 +191,8 @@ class LearnerRank:
         device = settings.device if settings.device == "cpu" else f"cuda:{torch.cuda.current_device()}"
         self.device = device
         model = load_policy(settings.model_path, dtype="float32", device=device)
-        model.gradient_checkpointing_disable()
+        # transformers 5.x renamed it (the vLLM lane pins an older one)
+        getattr(model, "activation_checkpointing_disable", model.gradient_checkpointing_disable)()
         # A client torch AdamW: DeepSpeed's own would JIT-compile FusedAdam (~90 s on CPU).
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay

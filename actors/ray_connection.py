@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 
@@ -26,6 +27,7 @@ def connect_ray(address: str | None, num_cpus: int) -> None:
     from ray._raylet import Config
 
     Config.initialize("")
-    context = ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    # WARNING: Ray's "Started a local Ray instance" is said by the line below, with the address and the auth mode.
+    context = ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
     print(f"local Ray at {context.address_info['gcs_address']}, token authentication "
           f"{'on' if os.environ['RAY_AUTH_MODE'] == 'token' else 'OFF (RAY_AUTH_MODE)'}", flush=True)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
+from actors.notices import silence_known_notices
 from models.weights import weights_digest
 from rollouts.backend import Completion, RolloutRequest, SamplingSettings
 
@@ -18,6 +19,7 @@ class RolloutWorker:
     def __init__(self, model, rollout, seed: int):
         """model, rollout: the config's sections (ModelConfig, RolloutConfig); seed: run.seed."""
         torch.set_num_threads(rollout.threads)
+        silence_known_notices()
         if rollout.backend == "hf":
             from rollouts.hf_backend import HFRolloutBackend
 

@@ -48,7 +48,7 @@ def grpo_step(run: TrainingRun, step: int) -> dict:
             rewards = roles.reward.score(kept_answers, kept_mos, [requests[i].task for i in kept])
         with timer.phase("advantage"):
             advantages = np.zeros((len(requests), cfg.rollout.group_size))
-            advantages[kept] = group_advantages(torch.as_tensor(rewards.terms["total"]), cfg.algorithm.advantage,
+            advantages[kept] = group_advantages(torch.tensor(rewards.terms["total"]), cfg.algorithm.advantage,
                                                 cfg.algorithm.advantage_eps).numpy()
     with timer.phase("learn"):
         lr = run.learning_rate(step)

@@ -10,6 +10,7 @@ the same final weights, each step logged once.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import time
@@ -43,18 +44,19 @@ def rewards_by_step(uri: str, run_id: str) -> dict[int, float]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_model, generated_data, tmp_path_factory):
-    """The reference: the same run without a fault. -> (summary, per-step rewards, output folder)."""
+    """The reference: the same run without a fault. -> (summary, per-step rewards, output folder, console)."""
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
     result = run_cli(args_for(tiny_model, generated_data, out))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    return summary, rewards_by_step(f"sqlite:///{out.parent / 'mlflow.db'}", summary["mlflow_run_id"]), out
+    return (summary, rewards_by_step(f"sqlite:///{out.parent / 'mlflow.db'}", summary["mlflow_run_id"]), out,
+            result.stdout + result.stderr)
 
 
 @pytest.mark.parametrize("role", ["RolloutWorker", "RewardWorker"])
 def test_a_killed_rollout_or_reward_actor_is_restarted_and_nothing_is_lost(
         tiny_model, generated_data, tmp_path, uninterrupted, role):
-    reference, reference_rewards, _ = uninterrupted
+    reference, reference_rewards, *_ = uninterrupted
     out = tmp_path / "run"
     run = Run(args_for(tiny_model, generated_data, out))
     run.wait_for(f"step 3/{STEPS}")
@@ -74,7 +76,7 @@ def test_a_killed_rollout_or_reward_actor_is_restarted_and_nothing_is_lost(
 
 def test_a_driver_killed_between_checkpoints_resumes_to_the_same_weights_each_step_logged_once(
         tiny_model, generated_data, tmp_path, uninterrupted):
-    reference, reference_rewards, _ = uninterrupted
+    reference, reference_rewards, *_ = uninterrupted
     out = tmp_path / "run"
     run = Run(args_for(tiny_model, generated_data, out))
     run.wait_for(f"step 3/{STEPS}")  # checkpoint 2 is written, step 3 logged, 4 not yet checkpointed
@@ -96,7 +98,7 @@ def test_a_driver_killed_between_checkpoints_resumes_to_the_same_weights_each_st
 
 def test_a_killed_learner_rank_is_relaunched_from_the_newest_checkpoint_and_ends_as_if_uninterrupted(
         tiny_model, generated_data, tmp_path, uninterrupted):
-    reference, reference_rewards, _ = uninterrupted
+    reference, reference_rewards, *_ = uninterrupted
     out = tmp_path / "run"
     run = Run(args_for(tiny_model, generated_data, out))
     run.wait_for(f"step 3/{STEPS}")  # checkpoint 2 is written, step 3 logged
@@ -154,7 +156,7 @@ def test_a_stuck_rollout_actor_is_a_named_timeout_not_a_hang(tiny_model, generat
 
 def test_resume_refuses_a_planted_file_and_a_pointer_outside_the_run(tiny_model, generated_data, tmp_path,
                                                                       uninterrupted):
-    _, _, finished = uninterrupted
+    _, _, finished, _ = uninterrupted
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
@@ -190,7 +192,7 @@ def test_a_checkpoint_that_cannot_be_written_ends_the_run_named_and_marked_faile
 
 def test_a_sigterm_checkpoints_marks_the_run_killed_and_the_rerun_ends_as_if_uninterrupted(
         tiny_model, generated_data, tmp_path, uninterrupted):
-    reference, reference_rewards, _ = uninterrupted
+    reference, reference_rewards, *_ = uninterrupted
     out = tmp_path / "run"
     run = Run(args_for(tiny_model, generated_data, out))
     run.wait_for(f"step 3/{STEPS}")  # checkpoint 2 is written; step 4 is being generated or learned
@@ -213,3 +215,15 @@ def test_a_sigterm_checkpoints_marks_the_run_killed_and_the_rerun_ends_as_if_uni
     assert summary["status"] == "FINISHED" and summary["replay_mismatch"] == []
     assert summary["weight_digests"]["learner"] == reference["weight_digests"]["learner"]
     assert rewards_by_step(uri, summary["mlflow_run_id"]) == reference_rewards  # each step once, the same values
+
+
+def test_the_console_has_preresq_lines_only(uninterrupted):
+    """No third-party warning or notice from the controller or any role reaches the console; numbers are rounded."""
+    console = uninterrupted[3]
+    for noise in ("Warning:", "warnings.warn", "Setting accelerator to CPU", "Loading weights", "deduplicates logs",
+                  "Started a local Ray instance", "not writable"):
+        assert noise not in console, [line for line in console.splitlines() if noise in line][:3]
+    validations = [line for line in console.splitlines() if " validation: SRCC " in line]
+    assert validations and all(re.search(r"SRCC (-?\d\.\d{3}|undefined) PLCC (-?\d\.\d{3}|undefined) ", line)
+                               for line in validations), validations
+    assert re.search(rf"^step {STEPS}/{STEPS} .* eta 0m00s$", console, re.MULTILINE)

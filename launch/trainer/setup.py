@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import torch
 
+from actors.notices import silence_known_notices
 from actors.ray_connection import connect_ray
 from launch.trainer.checkpoint import CheckpointStore
 from launch.trainer.config import ConfigError, flatten, load_config
@@ -80,6 +81,7 @@ def init_ray(cfg) -> None:
 
 def start_run(cfg, data: RunData) -> TrainingRun:
     """Ray, the roles and MLflow started; the newest checkpoint resumed when there is one (run.resume)."""
+    silence_known_notices()
     torch.manual_seed(cfg.run.seed)
     output_dir = Path(cfg.run.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -149,3 +151,4 @@ def ready_for_first_step(run: TrainingRun) -> None:
     parts = ", ".join(f"{k.rsplit('/', 1)[-1].replace('_', ' ')} {v:.1f}" for k, v in seconds.items()
                       if not k.endswith("total"))
     print(f"ready for step {run.start_step + 1} in {total:.1f} s ({parts})", flush=True)
+    run.steps_began = time.time()

@@ -12,6 +12,7 @@ masked and keys that look like secrets are dropped from the params.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -65,6 +66,10 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         import mlflow
         from mlflow.tracking import MlflowClient
+
+        # A new SQLite store announces its schema set-up at INFO; the run's own lines say where the store is.
+        for name in ("mlflow.store.db.utils", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.uri = tracking_uri(uri)
         mlflow.set_tracking_uri(self.uri)

@@ -44,6 +44,7 @@ class TrainingRun:
     step: int = 0  # the last step done (and logged)
     checkpointed: float = field(default_factory=time.monotonic)  # when the last checkpoint was written
     lock: object = None  # the exclusive hold on run.output_dir (launch/trainer/setup.claim_output_dir)
+    steps_began: float = field(default_factory=time.time)  # when the first step of this process began
 
     @property
     def output_dir(self) -> Path:
@@ -68,7 +69,13 @@ class TrainingRun:
         self.record.curves.append({"step": step, **{k: metrics[k] for k in CURVES if k in metrics}})
         if step % self.cfg.trainer.log_every == 0:
             self.tracker.log_metrics(metrics, step)
-            print(progress_line(step, self.cfg.trainer.steps, metrics), flush=True)
+            print(f"{progress_line(step, self.cfg.trainer.steps, metrics)} eta {self.eta(step)}", flush=True)
+
+    def eta(self, step: int) -> str:
+        """The time left, at this run's mean step time so far (validations and checkpoints included)."""
+        done = step - self.start_step
+        left = (time.time() - self.steps_began) / max(done, 1) * (self.cfg.trainer.steps - step)
+        return f"{int(left // 60)}m{int(left % 60):02d}s"
 
     def due(self, step: int, every: int) -> bool:
         """A periodic save or validation after `step` (the last step has its own, in finish)."""
@@ -122,7 +129,8 @@ class TrainingRun:
                               cfg.eval.batch_size)
         self.record.evals[step] = result
         self.tracker.log_metrics({f"val/{k}": v for k, v in result.items() if v is not None}, step)
-        print(f"step {step} validation: SRCC {result['srcc']} PLCC {result['plcc']} ({int(result['scored'])} of "
+        print(f"step {step} validation: SRCC {rounded(result['srcc'])} PLCC {rounded(result['plcc'])} "
+              f"({int(result['scored'])} of "
               f"{int(result['items'])} items scored, {int(result['parse_failures'])} answers unparsed, "
               f"{int(result['unreadable'])} unreadable)", flush=True)
         return result
@@ -133,3 +141,7 @@ class TrainingRun:
                    trainer_state(self, step))
         if store is self.checkpoints:
             self.checkpointed = time.monotonic()
+
+
+def rounded(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
