@@ -120,11 +120,16 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> None:
+    """main() as a command: a named error is one line and a non-zero exit; a SIGTERM exits 143."""
     try:
-        main()
+        main(argv)
     except (HealthError, RoleError, CheckpointError) as error:
         raise SystemExit(f"preresq: {error}") from None
     except Preempted as stopped:
         print(f"preresq: {stopped}", file=sys.stderr, flush=True)
         raise SystemExit(143) from None  # 128 + SIGTERM, as a shell reports a process the signal ended
+
+
+if __name__ == "__main__":
+    cli()

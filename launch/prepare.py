@@ -50,11 +50,15 @@ def prepare(root: str | Path = "artifacts", warmup_steps: int = 600, threads: in
     return {"manifest": manifest, "model": model_dir, **out}
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="artifacts")
     parser.add_argument("--warmup-steps", type=int, default=600)
     parser.add_argument("--benchmark-set", action="store_true", help="also generate the image+video benchmark")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for name, path in prepare(args.root, args.warmup_steps, benchmark_set=args.benchmark_set).items():
         print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -448,9 +448,14 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
     """base.yaml, then `config_file`, then dotlist `overrides`, checked against the schema."""
     config = OmegaConf.structured(Config)
     OmegaConf.set_struct(config, True)
+    if not BASE_CONFIG.is_file():
+        raise ConfigError(f"{BASE_CONFIG} not found: preresq reads its defaults from the repository's configs/, "
+                          "so install it from a clone with `pip install -e .` (make env does)")
     config = _merge(config, _load_yaml(BASE_CONFIG), str(BASE_CONFIG.name))
     if config_file is not None:
         path = Path(config_file)
+        if not path.is_file() and not path.is_absolute() and (BASE_CONFIG.parents[1] / path).is_file():
+            path = BASE_CONFIG.parents[1] / path  # `--config configs/local.yaml` from outside the clone
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         config = _merge(config, _load_yaml(path), str(path))
