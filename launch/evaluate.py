@@ -37,6 +37,8 @@ from evaluation.prediction import ItemPrediction, predict, start_scorers
 from evaluation.quality_metrics import quality_metrics
 from evaluation.scoring_args import add_scoring_args, scoring_config
 from evaluation.validation import set_metrics
+from launch.environment_record import environment_record, write_record
+from launch.trainer.config import flatten
 from launch.trainer.tracking import Tracker
 from models.processor import resolve_model
 from qadata.manifest import Item, ManifestError, items, read_manifest
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = args.cfg
     rollouts = start_scorers(cfg)
+    environment = write_record(environment_record(flatten(cfg), model), out_dir)
     sampling = SamplingSettings.evaluation(cfg.eval, cfg.rollout, cfg.run.seed)
     video = VideoSettings(**cfg.video)
     started = time.time()
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
                "results": table.replace({np.nan: None}).to_dict(orient="records"), "files": [str(f) for f in files]}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if not args.no_tracking:
-        log_to_mlflow(args, method, table, files + [out_dir / "summary.json"])
+        log_to_mlflow(args, method, table, files + [out_dir / "summary.json", environment])
     print(markdown_table(table))
     print(f"\nwrote {', '.join(f.name for f in files)} to {out_dir}")
     ray.shutdown()

@@ -72,7 +72,10 @@ def test_evaluate_writes_tables_json_plots_and_mlflow(tiny_model, generated_data
     run = client.search_runs([client.get_experiment_by_name("preresq-eval").experiment_id])[0]
     assert "tiny/generated-global/srcc" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"results.md", "predictions.json", "scatter.png"} <= artifacts
+    assert {"results.md", "predictions.json", "scatter.png", "environment.json"} <= artifacts
+    environment = json.loads((out / "environment.json").read_text())
+    assert environment["model"]["path"] == str(tiny_model) and environment["packages"]["torch"]
+    assert environment["config"]["eval.samples"] == 2 and "--limit" in environment["command"]
 
 
 def test_evaluate_names_a_missing_split_before_starting(tiny_model, generated_data, tmp_path):

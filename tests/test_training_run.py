@@ -76,6 +76,15 @@ def test_two_steps_two_zero3_ranks_then_weights_match(tiny_model, generated_data
         assert metric_steps(uri, summary["mlflow_run_id"], key) == [1, 2], key
     assert metric_steps(uri, summary["mlflow_run_id"], "val/n") == [0, 2]
 
+    # What it was made with: beside the run and in MLflow.
+    environment = json.loads((out / "environment.json").read_text())
+    assert environment["config"]["learner.num_ranks"] == 2 and environment["ray"]["resources"]["CPU"] >= 3
+    assert environment["git"]["revision"] and environment["git"]["dirty"] in (True, False)
+    assert environment["packages"]["deepspeed"] and environment["model"]["files"] > 3
+    from mlflow.tracking import MlflowClient
+
+    assert "environment.json" in {a.path for a in MlflowClient(uri).list_artifacts(summary["mlflow_run_id"])}
+
 
 def test_resumed_run_continues_at_the_next_step(tiny_model, generated_data, tmp_path):
     out = tmp_path / "run"

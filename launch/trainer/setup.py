@@ -17,6 +17,7 @@ import torch
 
 from actors.notices import silence_known_notices
 from actors.ray_connection import connect_ray
+from launch.environment_record import environment_record, write_record
 from launch.trainer.checkpoint import CheckpointStore
 from launch.trainer.config import ConfigError, flatten, load_config
 from launch.trainer.health import HealthGuard
@@ -102,6 +103,8 @@ def start_run(cfg, data: RunData) -> TrainingRun:
             roles.learners.see(output_dir.resolve())  # where the ranks write checkpoints, the controller reads
         with startup.phase("startup/tracking_wait"):
             tracker = tracker_ready.result()
+    record = write_record(environment_record(flatten(cfg), cfg.model.path), output_dir)
+    tracker.log_artifact(str(record))
     if roles.placement:
         print(f"placement group ({roles.placement['mode']}, {roles.placement['strategy']}): bundles "
               f"{roles.placement['bundles']}, rollouts in {roles.placement['rollout_bundles']}, learner ranks in "
