@@ -27,7 +27,9 @@ def connect_ray(address: str | None, num_cpus: int) -> None:
     from ray._raylet import Config
 
     Config.initialize("")
-    # WARNING: Ray's "Started a local Ray instance" is said by the line below, with the address and the auth mode.
-    context = ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
+    # "local": a Ray of its own even where another was started on this machine (plain ray.init() would join the
+    # newest one it finds in /tmp/ray). WARNING: Ray's "Started a local Ray instance" is said by the line below.
+    context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                       logging_level=logging.WARNING)
     print(f"local Ray at {context.address_info['gcs_address']}, token authentication "
           f"{'on' if os.environ['RAY_AUTH_MODE'] == 'token' else 'OFF (RAY_AUTH_MODE)'}", flush=True)

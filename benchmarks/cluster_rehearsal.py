@@ -92,11 +92,13 @@ def run_args(steps: int) -> list[str]:
 def submitted(cluster: LocalCluster, out: Path, steps: int, log: Path) -> Job:
     """The job submitted (retried while the head's job agent is not up yet)."""
     out.mkdir(parents=True, exist_ok=True)
-    for _ in range(6):
+    for _ in range(12):
         job = Job(cluster, [*run_args(steps), f"run.output_dir={out}", "run.resume=false",
                             f"tracking.uri=sqlite:///{out / 'mlflow.db'}"], log)
         while job.process.poll() is None and not any("submitted successfully" in line for _, line in job.lines):
             time.sleep(0.2)
+        if job.process.poll() is not None:
+            time.sleep(1)  # the reader's last lines
         if not any("No available agent" in line for _, line in job.lines):
             return job
         job.process.wait()

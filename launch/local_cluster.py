@@ -42,7 +42,11 @@ class LocalCluster:
         self.node_args = {"num_cpus": cpus, "num_gpus": gpus, "object_store_memory": store_bytes}
         self.added = 0
         with self.authenticated():
-            self.cluster = Cluster(initialize_head=True, head_node_args={
+            # shutdown_at_exit=False: Ray would otherwise make this process a process-group leader with a
+            # "reaper" per node that SIGTERMs the whole group once it sees its pipe close, and install a SIGTERM
+            # handler here that exits; a test process ended that way long after a node was killed. stop() ends
+            # the nodes instead, and the command stops them on Ctrl-C or SIGTERM.
+            self.cluster = Cluster(initialize_head=True, shutdown_at_exit=False, head_node_args={
                 "num_cpus": 1, "num_gpus": 0, "object_store_memory": store_bytes, "include_dashboard": True,
                 "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port})
             for _ in range(workers):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from test_faults import rewards_by_step
 from test_training_run import overrides
 
-from helpers import Run
+from helpers import ROOT, Run
 from launch.local_cluster import LocalCluster
 
 
@@ -32,15 +33,29 @@ def start_job(cluster: LocalCluster, args: list[str]) -> Run:
     """`ray job submit --working-dir . -- python launch/grpo.py ARGS` to the cluster's head, in the background."""
     submit = ["job", "submit", "--address", cluster.dashboard, "--working-dir", ".", "--", "python",
               "launch/grpo.py", *args]
-    for _ in range(6):  # the head's job agent registers some seconds after the cluster is up
+    for _ in range(12):  # the head's job agent registers some seconds (on a loaded machine, a minute) after start
         job = Run(submit, env=cluster.env, program=str(Path(sys.executable).parent / "ray"))
         while job.process.poll() is None and "submitted successfully" not in job.output:
             time.sleep(0.2)
+        if job.process.poll() is not None:
+            job.finish()  # every line of it read
         if "No available agent to submit job" not in job.output:
             return job
-        job.finish()
         time.sleep(10)
     return job
+
+
+def test_a_local_run_starts_a_ray_of_its_own_beside_a_running_cluster(cluster):
+    """Ray's plain init would join the newest cluster it finds on the machine (this one): a run without an address
+    must not."""
+    probe = ("from actors.ray_connection import connect_ray; import ray; connect_ray(None, 1); "
+             "print('nodes', len(ray.nodes()))")
+    env = {k: v for k, v in cluster.env.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "local Ray at" in result.stdout and "nodes 1" in result.stdout
+    assert cluster.address not in result.stdout
 
 
 def test_the_rehearsal_layout_spans_three_nodes_and_ends_with_the_learners_weights(
