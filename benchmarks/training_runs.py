@@ -19,7 +19,8 @@ def train(overrides: list[str], output_dir: Path, log: Path, env: dict | None = 
     output_dir.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{output_dir / 'mlflow.db'}"
     command = [sys.executable, "launch/grpo.py", "--config", config, *overrides,
-               f"run.output_dir={output_dir}", "run.resume=false", f"tracking.uri={uri}"]
+               f"run.output_dir={output_dir}", "run.resume=false",
+               *([] if any(o.startswith("tracking.uri=") for o in overrides) else [f"tracking.uri={uri}"])]
     with log.open("w") as out:
         code = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                               env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}).returncode

@@ -222,7 +222,9 @@ def log_to_mlflow(args, method: str, table, files: list[Path]) -> None:
     params = {"model": args.model, "manifests": ",".join(args.manifest), "split": args.split,
               "samples": e.samples, "greedy": e.greedy, "temperature": args.cfg.rollout.temperature,
               "seed": args.cfg.run.seed, "config": args.config or "configs/base.yaml"}
-    tracker = Tracker(True, args.tracking_uri, args.experiment, f"eval-{method}", params)
+    t = args.cfg.tracking
+    tracker = Tracker(True, args.tracking_uri, args.experiment, f"eval-{method}", params, t.queue_metrics, t.timeout_s,
+                      unsent_path=Path(args.output_dir) / "mlflow-unsent.jsonl")
     metrics = {}
     for _, row in table.iterrows():
         prefix = re.sub(r"[^\w\-./ ]", "_", f"{row['method']}/{row['dataset']}")

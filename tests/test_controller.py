@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -103,29 +104,90 @@ def stop(server: subprocess.Popen) -> None:
     server.wait()
 
 
+def wait_until(condition, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
-def test_a_tracking_server_outage_is_survived_and_nothing_is_lost(tmp_path, capsys):
+def test_a_tracking_server_outage_is_survived_and_nothing_is_lost(tmp_path, capsys, monkeypatch):
     from mlflow.tracking import MlflowClient
 
+    from launch.trainer import tracking
+
+    monkeypatch.setattr(tracking, "RETRY_S", 1.0)
     port, store = free_port(), tmp_path / "mlflow.db"
     server = mlflow_server(store, port)
     uri = f"http://127.0.0.1:{port}"
     try:
-        tracker = Tracker(True, uri, "outage", "run", {"a": 1}, unsent_path=tmp_path / "unsent.jsonl")
+        tracker = Tracker(True, uri, "outage", "run", {"a": 1}, 1000, 60, unsent_path=tmp_path / "unsent.jsonl")
+        assert tracker.opened.is_set()
         tracker.log_metrics({"reward/total": 1.0}, 1)
+        wait_until(lambda: not tracker.pending)
         stop(server)
         started = time.monotonic()
-        tracker.log_metrics({"reward/total": 2.0}, 2)  # the server is down: buffered, one warning
-        tracker.log_metrics({"reward/total": 3.0}, 3)  # not tried again before RETRY_S
-        assert time.monotonic() - started < 30
-        assert "did not take the metrics" in capsys.readouterr().out and len(tracker.pending) == 2
+        tracker.log_metrics({"reward/total": 2.0}, 2)  # the server is down: queued, the loop not held up
+        tracker.log_metrics({"reward/total": 3.0}, 3)
+        assert time.monotonic() - started < 0.5
+        wait_until(lambda: "did not take the metrics" in capsys.readouterr().out)
+        assert len(tracker.pending) == 2
         server = mlflow_server(store, port)
-        tracker.retry_at = 0.0
-        tracker.log_metrics({"reward/total": 4.0}, 4)
-        assert tracker.pending == [] and "reachable again" in capsys.readouterr().out
+        wait_until(lambda: not tracker.pending)
         tracker.finish("FINISHED")
-        history = MlflowClient(uri).get_metric_history(tracker.run_id, "reward/total")
-        assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
+        assert "reachable again" in capsys.readouterr().out
+        client = MlflowClient(uri)
+        history = client.get_metric_history(tracker.run_id, "reward/total")
+        assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0), (3, 3.0)]
+        assert client.get_run(tracker.run_id).info.status == "FINISHED"
+    finally:
+        stop(server)
+
+
+def test_a_blackholed_tracking_server_never_holds_the_loop(tmp_path):
+    """A server that accepts connections and never answers: start-up waits tracking.timeout_s, logging never waits,
+    the queue is bounded, and everything that did not get through is in the unsent file at the end."""
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(64)
+        uri = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
+        started = time.monotonic()
+        tracker = Tracker(True, uri, "blackhole", "run", {"a": 1}, 50, 2, unsent_path=tmp_path / "unsent.jsonl")
+        assert 1.5 < time.monotonic() - started < 10 and not tracker.opened.is_set()
+        logging = time.monotonic()
+        for step in range(1, 101):
+            tracker.log_metrics({"reward/total": float(step), "learner/kl": 0.5}, step)
+        assert time.monotonic() - logging < 1.0
+        assert tracker.dropped == 150  # 200 metrics, room for 50
+        tracker.finish("FINISHED")
+        assert time.monotonic() - started < 15
+    unsent = [json.loads(line) for line in (tmp_path / "unsent.jsonl").read_text().splitlines()]
+    assert len(unsent) == 200 and {m["step"] for m in unsent} == set(range(1, 101))
+
+
+@pytest.mark.slow
+def test_a_tracking_server_started_after_the_run_gets_its_metrics(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from launch.trainer import tracking
+
+    monkeypatch.setattr(tracking, "RETRY_S", 1.0)
+    port, store = free_port(), tmp_path / "mlflow.db"
+    uri = f"http://127.0.0.1:{port}"  # nothing listens yet
+    tracker = Tracker(True, uri, "late", "run", {"a": 1}, 1000, 3, unsent_path=tmp_path / "unsent.jsonl")
+    assert tracker.run_id is None
+    for step in (1, 2, 3):
+        tracker.log_metrics({"reward/total": float(step)}, step)
+    server = mlflow_server(store, port)
+    try:
+        wait_until(lambda: tracker.run_id is not None and not tracker.pending, 120)
+        tracker.finish("FINISHED")
+        client = MlflowClient(uri)
+        run = client.get_run(tracker.run_id)
+        assert run.data.params == {"a": "1"} and run.info.status == "FINISHED"
+        assert sorted(m.step for m in client.get_metric_history(tracker.run_id, "reward/total")) == [1, 2, 3]
+        assert not (tmp_path / "unsent.jsonl").exists()
     finally:
         stop(server)
 

@@ -211,6 +211,8 @@ class TrackingConfig:
     enabled: bool = MISSING
     experiment: str = MISSING
     uri: Optional[str] = MISSING
+    queue_metrics: int = MISSING
+    timeout_s: float = MISSING
 
 
 @dataclass
@@ -327,6 +329,8 @@ RANGES = {
     "placement.timeout_s": (0, None, True, False),
     "run.stop_grace_s": (0, None, True, False),
     "run.max_relaunches": (0, None, False, False),
+    "tracking.queue_metrics": (1, None, False, False),
+    "tracking.timeout_s": (0, None, True, False),
     "trainer.checkpoint_every_s": (0, None, True, False),
     "model.min_pixels": (1, None, False, False),
     "model.max_pixels": (1, None, False, False),

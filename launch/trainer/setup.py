@@ -95,7 +95,8 @@ def start_run(cfg, data: RunData) -> TrainingRun:
         # MLflow's set-up (a new store's schema migrations: seconds) overlaps Ray's start and the actors' loading.
         tracker_ready = pool.submit(
             Tracker, cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.experiment, cfg.run.name, flatten(cfg),
-            run_id=state["mlflow_run_id"] if state else None, unsent_path=output_dir / "mlflow-unsent.jsonl")
+            cfg.tracking.queue_metrics, cfg.tracking.timeout_s, run_id=state["mlflow_run_id"] if state else None,
+            unsent_path=output_dir / "mlflow-unsent.jsonl")
         with startup.phase("startup/ray"):
             init_ray(cfg)
         with startup.phase("startup/roles"):
