@@ -79,7 +79,7 @@ def smoke(shape: str, device: str, dtype: str, images: int, group: int, new_toke
                                                                      [[p] for p in some]).items()}
                       for some in (pictures, pictures[:1]))
     sampling = SamplingSettings(n=group, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=new_tokens, seed=0,
-                                greedy=False)
+                                greedy=False, digit_logprobs=False)
     model.eval()
     with torch.no_grad():  # warm-up: kernels and the allocator
         sample_group(model, first, 2, sampling, processor)
@@ -88,7 +88,7 @@ def smoke(shape: str, device: str, dtype: str, images: int, group: int, new_toke
     start = time.perf_counter()
     with torch.no_grad():
         for _ in range(steps):
-            tokens, sampled, lengths, _ = sample_group(model, prompts, group, sampling, processor)
+            tokens, sampled, lengths, _, _ = sample_group(model, prompts, group, sampling, processor)
     synchronize(device)
     rollout_s, rollout_peak = (time.perf_counter() - start) / steps, peak_bytes(device)
 

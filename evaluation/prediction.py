@@ -19,10 +19,11 @@ from tqdm import tqdm
 from actors.groups import RolloutGroup, start_rollouts
 from actors.placement import plan
 from actors.ray_connection import connect_ray
+from evaluation.readout import expected_scores
 from launch.trainer.config import typed
 from qadata.media import MediaError
 from rewards.answer_format import read_scores, reasoning
-from rollouts.backend import RolloutRequest, SamplingSettings
+from rollouts.backend import Completion, RolloutRequest, SamplingSettings
 
 T = TypeVar("T")
 
@@ -32,7 +33,7 @@ class ItemPrediction:
     """One item's result. `score` is the mean over its parseable answers, on [1, 5]; None if none parsed.
 
     `aspects` [D] are the per-aspect means; `answers` are the raw completions; `error` names why the
-    item was not scored at all (unreadable media).
+    item was not scored at all (unreadable media). `readout_fallbacks`: scores the expected readout left greedy.
     """
 
     item_id: str
@@ -43,6 +44,7 @@ class ItemPrediction:
     answers: list[str] = field(default_factory=list)
     parsed: int = 0
     error: str | None = None
+    readout_fallbacks: int = 0
 
     @property
     def failures(self) -> int:
@@ -72,6 +74,17 @@ def read_item(item_id: str, texts: list[str], task: str) -> ItemPrediction:
         out.score, out.score_std = float(scores.mean()), float(scores.std())
         out.aspects = [round(float(a), 4) for a in stacked.mean(axis=0)]
         out.reasoning = reasoning(good[0][0])
+    return out
+
+
+def read_expected(item_id: str, answer: Completion, task: str) -> ItemPrediction:
+    """An item's greedy answer, read by the expected readout (evaluation/readout.py)."""
+    vector, fallbacks = expected_scores(answer.text, answer.token_starts, answer.digit_logprobs, task)
+    out = ItemPrediction(item_id, answers=[answer.text], parsed=int(vector is not None), readout_fallbacks=fallbacks)
+    if vector is not None:
+        out.score, out.score_std = float(vector.mean()), 0.0
+        out.aspects = [round(float(a), 4) for a in vector]
+        out.reasoning = reasoning(answer.text)
     return out
 
 
@@ -116,7 +129,9 @@ def predict(rollouts: RolloutGroup, items: Sequence[T], load: Callable[[T], Roll
                 done.append(entry)
             else:
                 request, item_task = entry
-                done.append(read_item(request.item_id, [c.text for c in next(answers)], item_task))
+                row = next(answers)
+                done.append(read_expected(request.item_id, row[0], item_task) if sampling.digit_logprobs
+                            else read_item(request.item_id, [c.text for c in row], item_task))
         if next_chunk < len(chunks):
             submit(next_chunk)
             next_chunk += 1
@@ -141,4 +156,5 @@ def prediction_summary(predictions: list[ItemPrediction]) -> dict[str, float]:
         "unreadable": float(sum(p.error is not None for p in predictions)),
         "parse_rate": float(1 - failures / answers) if answers else 0.0,
         "sample_std": float(np.mean(stds)) if stds else 0.0,
+        "readout_fallbacks": float(sum(p.readout_fallbacks for p in predictions)),
     }

@@ -13,9 +13,12 @@ from launch.trainer.config import CHOICES, ConfigError, load_config
 
 # option (argparse dest) -> (config key, type, help)
 OPTION_KEYS = {
-    "samples": ("eval.samples", int, "1: greedy decoding; n > 1: the mean of n sampled answers per item, with their "
-                                     "spread"),
-    "temperature": ("rollout.temperature", float, "sampling temperature when --samples > 1"),
+    "readout": ("eval.readout", str, "greedy: one greedy answer; mean: the mean of --samples sampled answers, with "
+                                     "their spread; expected: the greedy answer with each score's leading digit "
+                                     "replaced by its expectation under the model (deterministic)"),
+    "samples": ("eval.samples", int, "answers per item for --readout mean; n > 1 without --readout means "
+                                     "--readout mean"),
+    "temperature": ("rollout.temperature", float, "sampling temperature of --readout mean"),
     "seed": ("run.seed", int, "seeds the sampled answers"),
     "max_new_tokens": ("eval.max_new_tokens", int, "answer length limit"),
     "batch_size": ("eval.batch_size", int, "items per rollout call"),
@@ -54,8 +57,8 @@ def scoring_config(p: argparse.ArgumentParser, args: argparse.Namespace):
     A value out of range exits naming the option."""
     overrides = [f"{key}={getattr(args, dest)}" for dest, (key, _, _) in OPTION_KEYS.items()
                  if getattr(args, dest) is not None]
-    if args.samples is not None:
-        overrides.append(f"eval.greedy={args.samples == 1}")
+    if args.samples is not None and args.samples > 1 and args.readout is None:
+        overrides.append("eval.readout=mean")
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as error:

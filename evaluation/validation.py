@@ -25,11 +25,13 @@ def set_metrics(predictions: list[ItemPrediction], mos: list[float]) -> dict[str
     return out
 
 
-def evaluate(rollouts, items: list, load, task, sampling: SamplingSettings, batch_size: int) -> dict[str, float | None]:
-    """Validation during training: manifest items through the rollout actors (a RolloutGroup) -> set_metrics.
+def evaluate(rollouts, items: list, load, task, sampling: SamplingSettings,
+             batch_size: int) -> tuple[dict[str, float | None], list[ItemPrediction]]:
+    """Validation during training: manifest items through the rollout actors (a RolloutGroup) -> set_metrics, and
+    the predictions in the items' order.
 
     Items are loaded a chunk at a time by load(item) -> RolloutRequest; an unreadable one (MediaError) is
     counted, not scored. task: a function of the item ("iqa" | "vqa").
     """
     predictions = predict(rollouts, items, load, lambda item: item.item_id, task, sampling, batch_size)
-    return set_metrics(predictions, [item.mos for item in items])
+    return set_metrics(predictions, [item.mos for item in items]), predictions

@@ -35,6 +35,7 @@ from evaluation.eval_report import (
 )
 from evaluation.prediction import ItemPrediction, predict, start_scorers
 from evaluation.quality_metrics import quality_metrics
+from evaluation.readout import describe
 from evaluation.scoring_args import add_scoring_args, scoring_config
 from evaluation.validation import set_metrics
 from launch.environment_record import environment_record, write_record
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     table = results_frame(rows)
     comparison, sources = published_comparison(ours, method)
-    decoding = "greedy" if cfg.eval.greedy else f"mean of {cfg.eval.samples} samples at T={cfg.rollout.temperature}"
+    decoding = describe(cfg.eval, cfg.rollout.temperature)
     by_table = pd.DataFrame(group_rows) if group_rows else None
     files = write_outputs(out_dir, table, by_table, comparison, sources, records, plotted, method, decoding, args)
     summary = {"method": method, "model": str(model), "decoding": decoding, "seconds": time.time() - started,
@@ -220,7 +221,7 @@ def write_outputs(out_dir: Path, table, by_table, comparison: str, sources: list
 def log_to_mlflow(args, method: str, table, files: list[Path]) -> None:
     e = args.cfg.eval
     params = {"model": args.model, "manifests": ",".join(args.manifest), "split": args.split,
-              "samples": e.samples, "greedy": e.greedy, "temperature": args.cfg.rollout.temperature,
+              "readout": e.readout, "samples": e.samples, "temperature": args.cfg.rollout.temperature,
               "seed": args.cfg.run.seed, "config": args.config or "configs/base.yaml"}
     t = args.cfg.tracking
     tracker = Tracker(True, args.tracking_uri, args.experiment, f"eval-{method}", params, t.queue_metrics, t.timeout_s,

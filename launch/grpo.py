@@ -50,6 +50,7 @@ def grpo_step(run: TrainingRun, step: int) -> dict:
             advantages = np.zeros((len(requests), cfg.rollout.group_size))
             advantages[kept] = group_advantages(torch.tensor(rewards.terms["total"]), cfg.algorithm.advantage,
                                                 cfg.algorithm.advantage_eps).numpy()
+        run.samples.training(step, requests, answers, mos, kept, rewards, advantages)  # every samples_every steps
     with timer.phase("learn"):
         lr = run.learning_rate(step)
         learner_stats = roles.learners.train_step(deal_samples(requests, answers, advantages, cfg.learner.num_ranks),

@@ -1,7 +1,8 @@
 """Score your own images and videos with a trained model: a score on [1, 5], aspect scores, reasoning.
 
     python launch/score.py --model artifacts/run/policy --config configs/local.yaml photos/ clip.mp4 --output scores.csv
-    python launch/score.py --model PATH --list paths.txt --output scores.jsonl --samples 6
+    python launch/score.py --model PATH --list paths.txt --output scores.jsonl --readout expected
+    python launch/score.py --model PATH --list paths.txt --output scores.jsonl --samples 6   # --readout mean
 
 Inputs are files, folders (searched recursively) and `--list` files of paths, one per line. Output is
 CSV or JSONL by its extension, a row per file, appended a batch at a time: rerun the same command
@@ -138,7 +139,7 @@ def row_of(path: str, kind: str | None, task: str | None, p: ItemPrediction) -> 
     if p.aspects is not None:
         row.update(zip(ASPECTS[task], p.aspects))
     if p.error is None and p.score is None:
-        row["error"] = f"no parseable answer in {len(p.answers)} (see --samples, --max-new-tokens)"
+        row["error"] = f"no parseable answer in {len(p.answers)} (see --readout, --samples, --max-new-tokens)"
     return row
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from rewards.answer_format import SCORE_DIGITS
+
 IMAGE_PAD = "<|image_pad|>"
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 
@@ -30,6 +32,27 @@ def answer_token_ids(tokenizer) -> tuple[list[int], list[int]]:
     """(ids that end an answer, picture-token ids an answer must not contain) of a Qwen chat tokenizer."""
     eos_ids = sorted({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>")})
     return eos_ids, [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+
+
+def digit_token_ids(tokenizer) -> list[int]:
+    """The ids of the single-digit tokens "1".."5", a score's possible leading digits (the `expected` readout)."""
+    ids = [tokenizer.convert_tokens_to_ids(d) for d in SCORE_DIGITS]
+    if any(i is None or i == tokenizer.unk_token_id for i in ids):
+        raise ValueError(f"the tokenizer has no token for each digit of {SCORE_DIGITS}: the expected readout needs "
+                         "them (use eval.readout greedy or mean)")
+    return ids
+
+
+def token_starts(tokenizer, token_ids: list[int], text: str) -> list[int] | None:
+    """Where each token begins in `text`, their decode with special tokens skipped; None when the decoded
+    prefixes are not prefixes of `text` (a token that splits a character), so no token is mapped wrongly."""
+    starts = []
+    for end in range(len(token_ids)):
+        prefix = tokenizer.decode(token_ids[:end], skip_special_tokens=True)
+        if not text.startswith(prefix):
+            return None
+        starts.append(len(prefix))
+    return starts
 
 
 def resolve_model(path: str | Path) -> Path:

@@ -33,6 +33,8 @@ VQA_QUESTION = (
     "inside <answer></answer>."
 )
 
+SCALE = (1.0, 5.0)  # every score's range
+SCORE_DIGITS = "12345"  # the leading digits a score on SCALE can have
 NUMBER_BOUND = 100.0  # far off the [1, 5] scale, and small enough that no reward term overflows
 _NUMBER = re.compile(r"[-+]?\d*\.\d+|\d+")
 _FORMAT_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
@@ -92,14 +94,21 @@ def read_scores(text: str, task: str) -> np.ndarray | None:
     None (a parse failure) when there is no closed answer block, it holds other than D numbers, or
     a number is off the [1, 5] scale. Unlike `parse_answer`, nothing is guessed or padded.
     """
-    blocks = _ANSWER_BLOCK.findall(text)
+    found = score_spans(text, task)
+    return None if found is None else np.asarray([value for _, value in found])
+
+
+def score_spans(text: str, task: str) -> list[tuple[int, float]] | None:
+    """`read_scores`' D numbers with where each starts in `text` (a character index, its sign included)."""
+    blocks = list(_ANSWER_BLOCK.finditer(text))
     if not blocks:
         return None
-    numbers = re.findall(_FORMAT_NUMBER, blocks[-1])
+    block = blocks[-1]
+    numbers = list(re.finditer(_FORMAT_NUMBER, block.group(1)))
     if len(numbers) != answer_dims(task):
         return None
-    vector = np.asarray([float(x) for x in numbers])
-    return vector if np.all((vector >= 1.0) & (vector <= 5.0)) else None
+    found = [(block.start(1) + m.start(), float(m.group())) for m in numbers]
+    return found if all(SCALE[0] <= value <= SCALE[1] for _, value in found) else None
 
 
 def _format_pattern(task: str) -> re.Pattern:

@@ -17,7 +17,10 @@ import torch
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """n answers per prompt (greedy: one, the most likely); seed None: unseeded. Built from the config."""
+    """n answers per prompt (greedy: one, the most likely); seed None: unseeded. Built from the config.
+
+    digit_logprobs: each answer also records, at every position, the log-probs of the tokens "1".."5" and where
+    each token starts in its text (the `expected` readout, evaluation/readout.py)."""
 
     n: int
     temperature: float
@@ -26,19 +29,22 @@ class SamplingSettings:
     max_new_tokens: int
     seed: int | None
     greedy: bool
+    digit_logprobs: bool
 
     @classmethod
     def training(cls, rollout, seed: int) -> SamplingSettings:
         """A step's G answers per item, from the config's `rollout` section."""
         return cls(n=rollout.group_size, temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
-                   max_new_tokens=rollout.max_new_tokens, seed=seed, greedy=False)
+                   max_new_tokens=rollout.max_new_tokens, seed=seed, greedy=False, digit_logprobs=False)
 
     @classmethod
     def evaluation(cls, evaluation, rollout, seed: int) -> SamplingSettings:
-        """Validation and scoring (`eval` section): greedy, or `samples` answers at the rollout temperature."""
-        return cls(n=1 if evaluation.greedy else evaluation.samples, temperature=rollout.temperature,
-                   top_p=rollout.top_p, top_k=rollout.top_k, max_new_tokens=evaluation.max_new_tokens, seed=seed,
-                   greedy=evaluation.greedy)
+        """Validation and scoring (`eval` section) by its readout: one greedy answer (greedy, expected), or
+        `samples` answers at the rollout temperature (mean)."""
+        sampled = evaluation.readout == "mean"
+        return cls(n=evaluation.samples if sampled else 1, temperature=rollout.temperature, top_p=rollout.top_p,
+                   top_k=rollout.top_k, max_new_tokens=evaluation.max_new_tokens, seed=seed, greedy=not sampled,
+                   digit_logprobs=evaluation.readout == "expected")
 
 
 @dataclass
@@ -56,13 +62,18 @@ class RolloutRequest:
 class Completion:
     """One sampled answer: token ids (eos included when generated), text, per-token sampling log-probs.
 
-    `skipped`: the backend did not answer the prompt (too long for the engine); no tokens, not trained on."""
+    `skipped`: the backend did not answer the prompt (too long for the engine); no tokens, not trained on.
+    With `SamplingSettings.digit_logprobs`: `digit_logprobs` [T][5], the log-probs (temperature 1) of the tokens
+    "1".."5" at each position, and `token_starts` [T], where each token begins in `text` (None: the tokens' texts
+    do not add up to `text`)."""
 
     token_ids: list[int]
     text: str
     logprobs: list[float] = field(default_factory=list)
     finished: bool = True
     skipped: bool = False
+    digit_logprobs: list[list[float]] | None = None
+    token_starts: list[int] | None = None
 
 
 class RolloutBackend(Protocol):

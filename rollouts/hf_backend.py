@@ -7,12 +7,13 @@ log-prob of each step (never the step's whole logits)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import torch
 from transformers.cache_utils import DynamicLayer
 
 from models.loading import load_policy
-from models.processor import QualityProcessor
+from models.processor import QualityProcessor, digit_token_ids, token_starts
 from models.sequences import prefill, with_cache
 from rollouts.backend import Completion, RolloutRequest, SamplingSettings
 
@@ -30,8 +31,10 @@ class HFRolloutBackend:
     @torch.no_grad()
     def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
         answers: list[list[Completion]] = []
-        for start in range(0, len(requests), self.prompt_chunk):
-            answers += self._generate_chunk(requests[start : start + self.prompt_chunk], sampling)
+        # The expected readout runs each prompt alone: batched, float rounding would depend on the batch's make-up.
+        chunk = 1 if sampling.digit_logprobs else self.prompt_chunk
+        for start in range(0, len(requests), chunk):
+            answers += self._generate_chunk(requests[start : start + chunk], sampling)
         return answers
 
     def _generate_chunk(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
@@ -40,12 +43,17 @@ class HFRolloutBackend:
                    self.processor.encode([r.messages for r in requests], [r.images for r in requests]).items()}
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
-        tokens, logprobs, lengths, finished = sample_group(self.model, prompts, n, sampling, self.processor)
+        watch = digit_token_ids(self.processor.tokenizer) if sampling.digit_logprobs else None
+        out = sample_group(self.model, prompts, n, sampling, self.processor, watch)
         completions = []
-        for row, (length, ended) in enumerate(zip(lengths.tolist(), finished.tolist())):
-            ids = tokens[row, :length].tolist()
-            completions.append(Completion(token_ids=ids, text=self.processor.decode(ids),
-                                          logprobs=logprobs[row, :length].tolist(), finished=ended))
+        for row, (length, ended) in enumerate(zip(out.lengths.tolist(), out.finished.tolist())):
+            ids = out.tokens[row, :length].tolist()
+            completion = Completion(token_ids=ids, text=self.processor.decode(ids),
+                                    logprobs=out.logprobs[row, :length].tolist(), finished=ended)
+            if watch is not None:
+                completion.digit_logprobs = out.watched[row, :length].tolist()
+                completion.token_starts = token_starts(self.processor.tokenizer, ids, completion.text)
+            completions.append(completion)
         return [completions[i * n : (i + 1) * n] for i in range(len(requests))]
 
     def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
@@ -103,11 +111,23 @@ def preallocate(layer, extra: int) -> None:
     layer.__class__ = _PreallocatedLayer
 
 
+class Sampled(NamedTuple):
+    """Answers [B*n] of `sample_group`: tokens [B*n, T] (pad after the end), their sampling log-probs [B*n, T], each
+    answer's length [B*n] (its end token included), whether it ended [B*n] (else it hit max_new_tokens), and the
+    watched tokens' log-probs at temperature 1 [B*n, T, W] (None when no token was watched)."""
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    lengths: torch.Tensor
+    finished: torch.Tensor
+    watched: torch.Tensor | None
+
+
 @torch.no_grad()
-def sample_group(model, prompts: dict, n: int, sampling: SamplingSettings, processor) -> tuple[torch.Tensor, ...]:
+def sample_group(model, prompts: dict, n: int, sampling: SamplingSettings, processor,
+                 watch: list[int] | None = None) -> Sampled:
     """n answers to each of the prompts [B, P]: each prompt (its pictures included) is run once and its key/value
-    cache shared by its n answers. Returns tokens [B*n, T] (pad after the end), their log-probs [B*n, T], each
-    answer's length [B*n] (its end token included) and whether it ended [B*n] (else it hit max_new_tokens)."""
+    cache shared by its n answers. `watch`: token ids whose log-probs are kept at every position."""
     device = prompts["input_ids"].device
     rows = torch.arange(prompts["input_ids"].shape[0], device=device).repeat_interleave(n)
     logits, cache, position = prefill(model, prompts, rows)
@@ -119,8 +139,10 @@ def sample_group(model, prompts: dict, n: int, sampling: SamplingSettings, proce
     eos = torch.tensor(processor.eos_ids, device=device)
     done = torch.zeros(len(rows), dtype=torch.bool, device=device)
     lengths = torch.zeros(len(rows), dtype=torch.long, device=device)
-    tokens, logprobs = [], []
+    tokens, logprobs, watched = [], [], []
     for step in range(sampling.max_new_tokens):
+        if watch is not None:
+            watched.append(logits.float().log_softmax(dim=-1)[:, watch])
         chosen, logprob = next_tokens(logits, sampling, processor.vision_ids)
         chosen = chosen.masked_fill(done, processor.pad_id)
         tokens.append(chosen)
@@ -133,5 +155,6 @@ def sample_group(model, prompts: dict, n: int, sampling: SamplingSettings, proce
         out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=(position + step)[..., None],
                     **cache_argument, use_cache=True, cache_position=torch.tensor([column + step], device=device))
         logits = out.logits[:, -1]
-    return torch.stack(tokens, dim=1).cpu(), torch.stack(logprobs, dim=1).cpu(), lengths.cpu(), done.cpu()
+    return Sampled(torch.stack(tokens, dim=1).cpu(), torch.stack(logprobs, dim=1).cpu(), lengths.cpu(), done.cpu(),
+                   torch.stack(watched, dim=1).cpu() if watch is not None else None)
 

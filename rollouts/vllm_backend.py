@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from models.processor import IMAGE_PAD, answer_token_ids, require_model_folder
+from models.processor import IMAGE_PAD, answer_token_ids, digit_token_ids, require_model_folder, token_starts
 from rollouts.backend import Completion, RolloutRequest, SamplingSettings
 from rollouts.prompt_budget import PromptLimits, budget_problem
 
@@ -166,13 +166,16 @@ class VLLMRolloutBackend:
 
         greedy = sampling.greedy
         extra = {"top_k": sampling.top_k} if sampling.top_k > 0 and not greedy else {}
+        if sampling.digit_logprobs:  # raw log-probs (temperature 1) of "1".."5", besides the sampled token's
+            extra["logprob_token_ids"] = digit_token_ids(self.tokenizer)
+        else:
+            extra["logprobs"] = 0  # the sampled token's log-prob
         return SamplingParams(
             n=1 if greedy else sampling.n,
             temperature=0.0 if greedy else sampling.temperature,
             top_p=1.0 if greedy else sampling.top_p,
             max_tokens=sampling.max_new_tokens,
             seed=sampling.seed,
-            logprobs=0,  # the sampled token's log-prob
             stop_token_ids=self.eos_ids,
             # Picture tokens sampled into an answer break the learner's forward, as in the HF backend.
             logit_bias={token: -100.0 for token in self.vision_ids},
@@ -198,17 +201,23 @@ class VLLMRolloutBackend:
                 raise ValueError(problem)
         outputs = self.llm.generate(prompts, self._sampling_params(sampling), use_tqdm=False) if prompts else []
         for index, output in zip(where, outputs):
-            answers[index] = [self._completion(o) for o in output.outputs]
+            answers[index] = [self._completion(o, sampling.digit_logprobs) for o in output.outputs]
         if self.settings.sleep:
             self.llm.sleep(level=1)
             self.sleeping = {"weights", "kv_cache"}
         return answers
 
-    def _completion(self, output) -> Completion:
+    def _completion(self, output, digits: bool) -> Completion:
         tokens = list(output.token_ids)
-        logprobs = [step[token].logprob for step, token in zip(output.logprobs or [], tokens)]
-        return Completion(token_ids=tokens, text=self.tokenizer.decode(tokens, skip_special_tokens=True),
-                          logprobs=logprobs, finished=output.finish_reason == "stop")
+        steps = list(output.logprobs or [])
+        completion = Completion(token_ids=tokens, text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+                                logprobs=[step[token].logprob for step, token in zip(steps, tokens)],
+                                finished=output.finish_reason == "stop")
+        if digits:
+            watch = digit_token_ids(self.tokenizer)
+            completion.digit_logprobs = [[step[token].logprob for token in watch] for step in steps]
+            completion.token_starts = token_starts(self.tokenizer, tokens, completion.text)
+        return completion
 
     # ------------------------------------------------------------------ weights
 

@@ -135,7 +135,9 @@ def test_scoring_commands_take_their_defaults_from_the_config(command, config_fi
         assert key in expected_flat, key
     changed = module.parse_args(argv + ["--temperature", "0.3", "--samples", "4", "--video-decoder", "decord"])
     assert changed.cfg.rollout.temperature == 0.3 and changed.cfg.eval.samples == 4
-    assert changed.cfg.eval.greedy is False and changed.cfg.video.decoder == "decord"
+    assert changed.cfg.eval.readout == "mean" and changed.cfg.video.decoder == "decord"
+    expected_readout = module.parse_args(argv + ["--readout", "expected"])
+    assert expected_readout.cfg.eval.readout == "expected" and expected_readout.cfg.eval.samples == 1
 
 
 def test_a_scoring_option_out_of_range_is_named(capsys):

@@ -20,6 +20,7 @@ from actors.lr_schedule import LR_SCHEDULES
 from actors.placement import PLACEMENT_MODES, PLACEMENT_STRATEGIES
 from actors.reward import PREFERENCE_SCOPES
 from actors.rollout import ROLLOUT_BACKENDS
+from evaluation.readout import READOUTS
 from models.loading import DTYPES
 from qadata.requests import DATA_TASKS
 from qadata.video import DECODERS
@@ -200,7 +201,7 @@ class HealthConfig:
 
 @dataclass
 class EvalConfig:
-    greedy: bool = MISSING
+    readout: str = MISSING
     samples: int = MISSING
     max_new_tokens: int = MISSING
     batch_size: int = MISSING
@@ -213,6 +214,10 @@ class TrackingConfig:
     uri: Optional[str] = MISSING
     queue_metrics: int = MISSING
     timeout_s: float = MISSING
+    samples_every: int = MISSING
+    sample_items: int = MISSING
+    sample_answers: int = MISSING
+    thumbnail_px: int = MISSING
 
 
 @dataclass
@@ -267,6 +272,7 @@ CHOICES = {
     "placement.mode": PLACEMENT_MODES,
     "placement.strategy": PLACEMENT_STRATEGIES,
     "video.decoder": tuple(DECODERS),
+    "eval.readout": READOUTS,
 }
 AT_LEAST_ONE = (
     "rollout.num_actors",
@@ -288,6 +294,9 @@ AT_LEAST_ONE = (
     "trainer.checkpoint_every",
     "trainer.keep_checkpoints",
     "eval.samples",
+    "tracking.sample_items",
+    "tracking.sample_answers",
+    "tracking.thumbnail_px",
     "eval.max_new_tokens",
     "eval.batch_size",
     "video.global_frames",
@@ -331,6 +340,7 @@ RANGES = {
     "run.max_relaunches": (0, None, False, False),
     "tracking.queue_metrics": (1, None, False, False),
     "tracking.timeout_s": (0, None, True, False),
+    "tracking.samples_every": (0, None, False, False),
     "trainer.checkpoint_every_s": (0, None, True, False),
     "model.min_pixels": (1, None, False, False),
     "model.max_pixels": (1, None, False, False),
@@ -380,9 +390,15 @@ def _load_yaml(path: Path):
         raise ConfigError(_describe(error, str(path))) from None
 
 
+# Keys an older config or checkpoint may still hold, and what replaced them.
+RENAMED = {"eval.greedy": "eval.readout: greedy | mean | expected (mean with eval.samples)"}
+
+
 def _describe(error: OmegaConfBaseException, source: str) -> str:
     key = getattr(error, "full_key", None) or getattr(error, "key", None)
     message = str(error).splitlines()[0]
+    if key in RENAMED:
+        message = f"{message}; it was replaced by {RENAMED[key]}"
     return f"{source}: invalid config key {key!r}: {message}" if key else f"{source}: {message}"
 
 
@@ -435,6 +451,16 @@ def _check_vllm(config: DictConfig) -> None:
                           f"{v.kv_cache_bytes}")
 
 
+def _check_readout(config: DictConfig) -> None:
+    e = config.eval
+    if e.readout == "mean" and e.samples < 2:
+        raise ConfigError(f"config key 'eval.samples' is {e.samples} with 'eval.readout' mean: the mean of one sampled "
+                          "answer is a random draw; give 2 or more, or use readout greedy")
+    if e.readout != "mean" and e.samples != 1:
+        raise ConfigError(f"config key 'eval.samples' is {e.samples} but 'eval.readout' is {e.readout}, which reads "
+                          "one greedy answer: set eval.readout=mean, or eval.samples=1")
+
+
 def _check_health(config: DictConfig) -> None:
     h = config.health
     for name in ("format_rate", "parse_rate", "spread", "distinct", "nonfinite", "kl"):
@@ -483,6 +509,7 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
     _check_ranges(config)
     _check_vllm(config)
     _check_health(config)
+    _check_readout(config)
     if config.learner.comm_backend == "nccl" and config.learner.device == "cpu":
         raise ConfigError("config key 'learner.comm_backend' is nccl but 'learner.device' is cpu: use gloo on CPU")
     if config.trainer.batch_size * config.rollout.group_size % config.learner.num_ranks:

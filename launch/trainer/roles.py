@@ -133,5 +133,6 @@ def verify_sync(roles: Roles, cfg, requests: list) -> dict:
         return roles.weights.verify_digests()
     transformers_cpu = replace(typed(cfg.rollout), backend="hf", device="cpu")
     copy = ray.remote(num_cpus=0)(RolloutWorker).remote(typed(cfg.model), transformers_cpu, cfg.run.seed)
-    greedy = SamplingSettings.evaluation(replace(typed(cfg.eval), greedy=True), cfg.rollout, cfg.run.seed)
+    one_greedy = replace(typed(cfg.eval), readout="greedy", samples=1)
+    greedy = SamplingSettings.evaluation(one_greedy, cfg.rollout, cfg.run.seed)
     return roles.weights.verify_answers(requests, copy, greedy)

@@ -25,6 +25,7 @@ from launch.trainer.metrics import Timer
 from launch.trainer.roles import role_nodes, start_roles
 from launch.trainer.run_record import RunRecord
 from launch.trainer.run_state import resume_state
+from launch.trainer.sample_tables import SampleTables, TableLimits
 from launch.trainer.tracking import Tracker
 from launch.trainer.training_run import TrainingRun
 from models.processor import require_model_folder
@@ -117,11 +118,17 @@ def start_run(cfg, data: RunData) -> TrainingRun:
     run = TrainingRun(cfg, data, roles, tracker, checkpoints, snapshots,
                       BatchSampler(len(data.train), cfg.run.seed),
                       HealthGuard(cfg.health), RunRecord(), 0,
-                      startup.seconds, lock=lock)
+                      startup.seconds, lock=lock, samples=sample_tables(cfg, tracker, data))
     if state:
         resume(run, resume_from, state)
     run.stop.install()
     return run
+
+
+def sample_tables(cfg, tracker, data: RunData) -> SampleTables:
+    t = cfg.tracking
+    return SampleTables(Path(cfg.run.output_dir) / "samples", tracker,
+                        TableLimits(t.sample_items, t.sample_answers, t.thumbnail_px), t.samples_every, data.eval)
 
 
 def resume(run: TrainingRun, folder: Path, state: dict) -> None:

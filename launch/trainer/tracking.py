@@ -75,6 +75,8 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        # log_table reads the table back to append to it, with a progress bar per call: not the console's business.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -87,7 +89,7 @@ class Tracker:
         self._lock = threading.Lock()
         self._wake, self._closing, self.opened = threading.Event(), threading.Event(), threading.Event()
         self._queue: collections.deque = collections.deque()  # Metric, oldest first
-        self._artifacts: list[str] = []
+        self._artifacts: list[tuple] = []  # (path,) a file, or (data, artifact_file) a table
         self._status: str | None = None
         self._warned: set[str] = set()
         self._sender = threading.Thread(target=self._send, args=(experiment, run_name, params, run_id),
@@ -138,9 +140,18 @@ class Tracker:
 
     def log_artifact(self, path: str) -> None:
         """Sent after the metrics queued before it; one the server does not take stays on disk (a warning)."""
+        self._queue_artifact((path,))
+
+    def log_table(self, data: dict[str, list], artifact_file: str, step: int) -> None:
+        """Rows (column -> values; a column of PIL images becomes pictures) appended to the MLflow table
+        `artifact_file` after the metrics queued before them; a replayed step's rows are not sent twice."""
+        if step > self.logged_until:
+            self._queue_artifact((data, artifact_file))
+
+    def _queue_artifact(self, entry: tuple) -> None:
         if self.enabled:
             with self._lock:
-                self._artifacts.append(path)
+                self._artifacts.append(entry)
             self._wake.set()
 
     def finish(self, status: str = "FINISHED") -> None:
@@ -189,11 +200,15 @@ class Tracker:
                     if result == "refused":
                         self.dropped += len(batch)
                 continue
-            for path in artifacts:
-                if self._call(partial(self.client.log_artifact, self.run_id, path), f"the artifact {path}") != "sent":
-                    print(f"warning: MLflow did not take the artifact {path}; it stays on disk", flush=True)
+            for entry in artifacts:
+                if len(entry) == 1:
+                    send, what = partial(self.client.log_artifact, self.run_id, entry[0]), f"the artifact {entry[0]}"
+                else:
+                    send, what = partial(self.client.log_table, self.run_id, *entry), f"the table {entry[1]}"
+                if self._call(send, what) != "sent":
+                    print(f"warning: MLflow did not take {what}; it stays on disk", flush=True)
                 with self._lock:
-                    self._artifacts.remove(path)
+                    self._artifacts.remove(entry)
             if self._closing.is_set() and not self._queue and not self._artifacts:
                 if self._call(partial(self.client.set_terminated, self.run_id, status=self._status),
                               "the run's status") != "sent":

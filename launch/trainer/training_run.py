@@ -20,6 +20,7 @@ from launch.trainer.preemption import Preempted, StopRequest
 from launch.trainer.roles import Roles
 from launch.trainer.run_record import RunRecord
 from launch.trainer.run_state import sampling_seed, trainer_state
+from launch.trainer.sample_tables import SampleTables
 from launch.trainer.tracking import Tracker
 from qadata.requests import RunData
 from qadata.sampler import BatchSampler
@@ -45,6 +46,7 @@ class TrainingRun:
     checkpointed: float = field(default_factory=time.monotonic)  # when the last checkpoint was written
     lock: object = None  # the exclusive hold on run.output_dir (launch/trainer/setup.claim_output_dir)
     steps_began: float = field(default_factory=time.time)  # when the first step of this process began
+    samples: SampleTables | None = None  # answers with their pictures (tracking.samples_every)
 
     @property
     def output_dir(self) -> Path:
@@ -125,14 +127,16 @@ class TrainingRun:
         cfg = self.cfg
         sampling = SamplingSettings.evaluation(cfg.eval, cfg.rollout, cfg.run.seed)
         with self.stop.abandonable():
-            result = evaluate(self.roles.rollouts, self.data.eval, self.data.load, self.data.task_of, sampling,
-                              cfg.eval.batch_size)
+            result, predictions = evaluate(self.roles.rollouts, self.data.eval, self.data.load, self.data.task_of,
+                                           sampling, cfg.eval.batch_size)
         self.record.evals[step] = result
         self.tracker.log_metrics({f"val/{k}": v for k, v in result.items() if v is not None}, step)
         print(f"step {step} validation: SRCC {rounded(result['srcc'])} PLCC {rounded(result['plcc'])} "
               f"({int(result['scored'])} of "
               f"{int(result['items'])} items scored, {int(result['parse_failures'])} answers unparsed, "
               f"{int(result['unreadable'])} unreadable)", flush=True)
+        if self.samples:
+            self.samples.validation(step, self.data.eval, predictions, self.data.load)
         return result
 
     def save(self, store: CheckpointStore, step: int) -> None:
