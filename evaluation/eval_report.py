@@ -21,6 +21,13 @@ HEADERS = {"srcc": "SRCC", "plcc": "PLCC (raw)", "plcc_logistic": "PLCC (4-par. 
            "unparsed_items": "unparsed items", "unreadable": "unreadable media"}
 
 
+def safe_text(text: str | None) -> str:
+    """Model text as a table cell (a CSV, a sample table): a leading = + - @ (a formula to a spreadsheet the table
+    is opened in) is quoted with an apostrophe."""
+    text = text or ""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def results_frame(rows: list[dict]) -> pd.DataFrame:
     """rows: {"method", "dataset", metrics..., counts...} -> the table with an average row per method.
 

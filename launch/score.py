@@ -22,6 +22,7 @@ from pathlib import Path
 
 import ray
 
+from evaluation.eval_report import safe_text
 from evaluation.prediction import ItemPrediction, predict, start_scorers
 from evaluation.scoring_args import add_scoring_args, scoring_config
 from models.processor import resolve_model
@@ -127,8 +128,10 @@ class ScoreFile:
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
         if header:
             writer.writeheader()
-        # Values are quoted as needed; a line break inside one (a reasoning, an odd file name) stays in it.
-        writer.writerows({k: "" if v is None else str(v) for k, v in row.items()} for row in rows)
+        # Values are quoted as needed; a line break inside one (a reasoning, an odd file name) stays in it. The
+        # model's reasoning is text a spreadsheet could take for a formula.
+        writer.writerows({k: "" if v is None else safe_text(str(v)) if k == "reasoning" else str(v)
+                          for k, v in row.items()} for row in rows)
         return buffer.getvalue()
 
 

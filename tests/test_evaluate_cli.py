@@ -157,3 +157,10 @@ def test_score_file_keeps_odd_characters_and_survives_a_corrupt_line(tmp_path):
         assert [r["path"] for r in out.read()] == [r["path"] for r in back] + ["c"]
         assert (tmp_path / f"{name}.corrupt").read_text().strip() in ("garbage{", "x,y")
         assert [r["path"] for r in out.read()] == [r["path"] for r in back] + ["c"]  # the file was repaired
+
+
+def test_a_reasoning_a_spreadsheet_would_run_is_quoted_in_the_csv(tmp_path):
+    out = ScoreFile(tmp_path / "s.csv")
+    out.append([{"path": "-odd name.png", "score": 3.0, "reasoning": "=cmd|' /C calc'!A0"}])
+    row = out.read()[0]
+    assert row["reasoning"] == "'=cmd|' /C calc'!A0" and row["path"] == "-odd name.png"

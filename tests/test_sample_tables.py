@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from launch.trainer.sample_tables import TableLimits, fixed_items, safe_text, training_rows
+from evaluation.eval_report import safe_text
+from launch.trainer.sample_tables import TableLimits, fixed_items, training_rows
 from rewards.answer_format import format_answer
 from rollouts.backend import Completion, RolloutRequest
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.eval_report import safe_text
 from rewards.answer_format import read_scores, reasoning
 
 KINDS = ("training", "validation")
@@ -33,13 +34,6 @@ def thumbnail(picture, side: int):
     small = picture.convert("RGB")
     small.thumbnail((side, side))
     return small
-
-
-def safe_text(text: str | None) -> str:
-    """Model text as a table cell: a leading = + - @ (a formula to a spreadsheet the table is opened in) is
-    quoted with an apostrophe."""
-    text = text or ""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def scores_text(text: str, task: str) -> str:
