@@ -8,6 +8,7 @@ substitute score.
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -97,10 +98,13 @@ def predict(rollouts: RolloutGroup, items: Sequence[T], load: Callable[[T], Roll
     `task` ("iqa" | "vqa", or a function of the item) says how each item's answers are parsed.
     `load` turns an item into a request (MediaError: the item is kept with its error, and the rest goes
     on). At most two chunks of `batch_size` items per actor are loaded at once. `on_chunk` sees each
-    finished chunk (in order), e.g. to append it to a results file. A progress bar with ETA when `desc`.
+    finished chunk (in order), e.g. to append it to a results file. A progress bar with ETA when `desc` (on a
+    terminal).
     """
     chunks = [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
-    bar = tqdm(total=len(items), desc=desc, unit="item", disable=desc is None, dynamic_ncols=True)
+    # A live bar on a terminal only: in a log file it is one line per redraw.
+    bar = tqdm(total=len(items), desc=desc, unit="item", disable=desc is None or not sys.stderr.isatty(),
+               dynamic_ncols=True)
     pending: deque = deque()  # (chunk index, loaded predictions/requests, future or None)
     results: list[ItemPrediction] = []
     next_chunk = 0

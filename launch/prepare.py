@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from actors.notices import silence_known_notices
 from models import tiny_model
 from qadata.benchmark_set import generate_benchmark
 from qadata.generated import generate
@@ -27,6 +28,7 @@ from qadata.media import load_image
 def prepare(root: str | Path = "artifacts", warmup_steps: int = 600, threads: int = 2,
             benchmark_set: bool = False) -> dict[str, Path]:
     root = Path(root)
+    silence_known_notices()  # transformers' shard-writing and weight-loading bars
     torch.set_num_threads(threads)
     out = {}
     if benchmark_set:

@@ -14,6 +14,14 @@ from pathlib import Path
 from launch.local_cluster import token_environment
 
 ROOT = Path(__file__).resolve().parent.parent
+# Third-party warnings and notices none of preresq's commands may print (issue 24: a quiet console).
+NOISE = ("Warning:", "warnings.warn", "Setting accelerator to CPU", "Loading weights", "Writing model shards",
+         "deduplicates logs", "Started a local Ray instance", "not writable", "Downloading artifacts")
+
+
+def noise_in(console: str) -> list[str]:
+    """The lines of `console` with a NOISE mark."""
+    return [line for line in console.splitlines() if any(mark in line for mark in NOISE)]
 
 
 def run_cli(args: list[str], env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -22,6 +30,41 @@ def run_cli(args: list[str], env: dict | None = None, timeout: float = 600) -> s
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_in_terminal(args: list[str], timeout: float = 600) -> tuple[int, str]:
+    """`python ARGS` from the repository root with a pseudo-terminal as its stdout and stderr, as in a user's shell:
+    (exit code, everything it wrote)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # rows, columns: a real window's
+    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=child,
+                               stderr=child, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    os.close(child)
+    chunks, deadline, quiet_since = [], time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main], [], [], 0.5)
+        data = b""
+        if ready:
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # EIO: every writer of the terminal is gone
+                break
+            chunks.append(data)
+        if process.poll() is not None:  # a process it left behind may keep the terminal open: stop once quiet
+            quiet_since = quiet_since if not data and quiet_since else time.monotonic()
+            if time.monotonic() - quiet_since > 2:
+                break
+    else:
+        process.kill()
+        raise TimeoutError(f"{args} ran past {timeout} s")
+    os.close(main)
+    return process.wait(), b"".join(chunks).decode(errors="replace")
 
 
 class Run:

@@ -43,3 +43,13 @@ def test_a_relative_config_is_found_from_outside_the_clone(tmp_path):
     assert result.returncode != 0 and "model folder not found: missing-model" in result.stderr  # config read
     with pytest.raises(ConfigError, match="config file not found: configs/none.yaml"):
         load_config("configs/none.yaml")
+
+
+def test_preresq_prepare_prints_its_own_lines_only(tmp_path):
+    from helpers import noise_in
+
+    result = preresq("prepare", "--root", str(tmp_path), "--warmup-steps", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = result.stdout + result.stderr
+    assert not noise_in(console) and "warming up the tiny model" in console
+    assert (tmp_path / "models" / "qwen2.5-vl-tiny" / "warmup.json").is_file()

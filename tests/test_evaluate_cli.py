@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import ROOT, run_cli
+from helpers import ROOT, noise_in, run_cli
 from launch.score import ScoreFile
 from qadata.manifest import read_manifest, write_manifest
 from qadata.video_files import write_video
@@ -46,6 +46,7 @@ def test_evaluate_writes_tables_json_plots_and_mlflow(tiny_model, generated_data
         "--output-dir", str(out), "--tracking-uri", f"sqlite:///{db}",
     ])
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not noise_in(result.stdout + result.stderr)
     table = pd.read_csv(out / "results.csv")
     assert set(table["method"]) == {"tiny", "BRISQUE"}
     assert set(table["dataset"]) == {"generated-global", "constant", "average"}

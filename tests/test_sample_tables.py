@@ -4,6 +4,7 @@ answers and scores for the validation items (the same ones each time) and for tr
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -51,16 +52,20 @@ def test_a_short_run_logs_answers_with_their_pictures(tiny_model, generated_data
     from mlflow.tracking import MlflowClient
     from test_training_run import overrides
 
-    from helpers import run_cli
+    from helpers import run_in_terminal
 
     out = tmp_path / "run"
-    result = run_cli(["launch/grpo.py", "--config", "configs/local.yaml",
-                      *overrides(tiny_model, generated_data, out, **{
-                          "trainer.steps": 2, "trainer.eval_every": 2, "tracking.samples_every": 1,
-                          "rollout.max_new_tokens": 64, "eval.max_new_tokens": 64, "data.eval_limit": 6,
-                          "tracking.sample_items": 3, "tracking.sample_answers": 2, "eval.readout": "expected"})])
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Downloading artifacts" not in result.stdout + result.stderr
+    code, console = run_in_terminal(["launch/grpo.py", "--config", "configs/local.yaml",
+                                     *overrides(tiny_model, generated_data, out, **{
+                                         "trainer.steps": 2, "trainer.eval_every": 2, "tracking.samples_every": 1,
+                                         "rollout.max_new_tokens": 64, "eval.max_new_tokens": 64,
+                                         "data.eval_limit": 6, "tracking.sample_items": 3,
+                                         "tracking.sample_answers": 2, "eval.readout": "expected"})])
+    assert code == 0, console[-3000:]
+    assert "Downloading artifacts" not in console
+    # On a terminal: one live bar with the step rate, no plain step lines; the other lines still print.
+    assert re.search(r"2/2 \[[0-9:]+<[0-9:]+, +[0-9.]+(s/step|step/s)\], reward ", console), console[-2000:]
+    assert "step 1/2 reward" not in console and "step 2 validation: SRCC" in console
     run_id = json.loads((out / "summary.json").read_text())["mlflow_run_id"]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     tables = {}

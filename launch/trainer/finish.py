@@ -61,6 +61,8 @@ def close_run(run: TrainingRun, outcome: Outcome | None) -> dict:
     """The curves plot and MLflow's final status; `summary.json` (atomically): the whole summary when the run got
     to its end (`outcome` FINISHED or FAILED), else its failure or why it stopped, and its rollbacks."""
     status = outcome.status if outcome else "FAILED"
+    if run.progress is not None:
+        run.progress.close()
     try:
         if run.record.curves:
             curves = training_curves(run.record.curves, run.record.evals, run.output_dir / "curves.png",

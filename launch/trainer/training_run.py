@@ -15,8 +15,9 @@ from actors.lr_schedule import learning_rate
 from evaluation.validation import evaluate
 from launch.trainer.checkpoint import CheckpointStore
 from launch.trainer.health import HealthGuard
-from launch.trainer.metrics import CURVES, progress_line
+from launch.trainer.metrics import CURVES
 from launch.trainer.preemption import Preempted, StopRequest
+from launch.trainer.progress import StepProgress
 from launch.trainer.roles import Roles
 from launch.trainer.run_record import RunRecord
 from launch.trainer.run_state import sampling_seed, trainer_state
@@ -47,6 +48,7 @@ class TrainingRun:
     lock: object = None  # the exclusive hold on run.output_dir (launch/trainer/setup.claim_output_dir)
     steps_began: float = field(default_factory=time.time)  # when the first step of this process began
     samples: SampleTables | None = None  # answers with their pictures (tracking.samples_every)
+    progress: StepProgress | None = None  # the step bar or lines, from the first step on
 
     @property
     def output_dir(self) -> Path:
@@ -69,9 +71,12 @@ class TrainingRun:
 
     def log_step(self, step: int, metrics: dict) -> None:
         self.record.curves.append({"step": step, **{k: metrics[k] for k in CURVES if k in metrics}})
-        if step % self.cfg.trainer.log_every == 0:
+        logged = step % self.cfg.trainer.log_every == 0
+        if logged:
             self.tracker.log_metrics(metrics, step)
-            print(f"{progress_line(step, self.cfg.trainer.steps, metrics)} eta {self.eta(step)}", flush=True)
+        if self.progress is None:
+            self.progress = StepProgress(self.cfg.trainer.steps, step - 1)
+        self.progress.step(step, metrics, self.eta(step), logged)
 
     def eta(self, step: int) -> str:
         """The time left, at this run's mean step time so far (validations and checkpoints included)."""
