@@ -1,7 +1,7 @@
 """The embedded default data: photos that scikit-image ships, distorted with known quality.
 
 The default task uses global distortions (exposure, contrast, colourfulness) because a tiny random
-vision tower can perceive those and not blur or noise (README, "Embedded defaults").
+vision tower can perceive those and not blur or noise (docs/architecture.md, "Embedded defaults").
 MOS per type and level is anchored on KADID-10K's human means (Darken, Brighten, Sat_Lab); contrast
 reduction has no monotone KADID type, so its anchors are ours. Deterministic for a given seed.
 Held-out references form the `test` split, so evaluation is on photos never trained on.

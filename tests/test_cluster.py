@@ -1,5 +1,5 @@
 """A GPU layout rehearsed on a real multi-node Ray cluster on this machine (configs/rehearsal.yaml): submitted
-with `ray job submit` as the README tells users, the learner ranks on two nodes in one ZeRO-3 group, the rollout
+with `ray job submit` as docs/cluster.md tells users, the learner ranks on two nodes in one ZeRO-3 group, the rollout
 actor on a third, and the rollout's weights equal to the learner's at the end."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The code's shape: dependencies point one way, no module imports one that imports it back, and the README's
-layout table names the folders that exist."""
+"""The code's shape: dependencies point one way, no module imports one that imports it back, and the layout
+table (docs/layout.md) names the folders that exist."""
 
 from __future__ import annotations
 
@@ -87,8 +87,8 @@ def test_dependencies_point_one_way():
     assert between_roles == [], "a role imports another role"
 
 
-def test_the_readme_layout_table_names_the_folders_that_exist():
-    text = (ROOT / "README.md").read_text()
+def test_the_layout_table_names_the_folders_that_exist():
+    text = (ROOT / "docs" / "layout.md").read_text()
     table = text[text.index("## Layout"):]
     rows = re.findall(r"^\| `([\w.-]+)/` \| (.*) \|$", table, flags=re.M)
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout

@@ -77,6 +77,24 @@ def test_image_and_clip_answers_equal_transformers_with_the_same_weights(engine,
     assert gap.max() < LOGPROB_TOLERANCE
 
 
+def test_the_expected_readout_gets_the_digit_probabilities_transformers_gives(engine, transformers_copy, pictures):
+    from evaluation.readout import expected_scores
+
+    readout = sampling(n=1, greedy=True, max_new_tokens=64, digit_logprobs=True)
+    ours = engine.generate(pictures, readout)  # vLLM's logprob_token_ids
+    theirs = transformers_copy.generate(pictures, readout)
+    read = 0
+    for request, (a,), (b,) in zip(pictures, ours, theirs):
+        assert a.token_ids == b.token_ids and a.token_starts == b.token_starts is not None, request.item_id
+        gap = (torch.tensor(a.digit_logprobs) - torch.tensor(b.digit_logprobs)).abs().max()
+        assert gap < LOGPROB_TOLERANCE, (request.item_id, float(gap))
+        (va, fa), (vb, fb) = (expected_scores(c.text, c.token_starts, c.digit_logprobs, request.task) for c in (a, b))
+        if va is not None:
+            read += 1
+            assert fa == fb == 0 and torch.allclose(torch.tensor(va), torch.tensor(vb), atol=1e-3), request.item_id
+    assert read >= 1
+
+
 def test_a_vision_tower_change_reaches_the_engine_after_a_sync(engine, transformers_copy, pictures):
     greedy = sampling(n=1, greedy=True, max_new_tokens=64)
     request = pictures[0]
