@@ -117,23 +117,43 @@ def test_the_digit_log_probs_are_the_models_and_the_scores_do_not_depend_on_batc
         assert a.token_ids == b.token_ids and a.digit_logprobs == b.digit_logprobs
 
 
-def test_expected_scores_are_identical_whatever_batch_size_order_and_actor_count(tiny_model, generated_data,
-                                                                                 requests_):
-    import ray
+# Run as its own process: a Ray started inside the test process would meet the auth token an earlier test's
+# cluster left cached there.
+SCORE_TWICE = """
+import json, sys
+import ray
+from evaluation.prediction import predict, start_scorers
+from helpers import local_config
+from qadata.manifest import items, read_manifest
+from qadata.media import load_image
+from rewards.answer_format import chat_messages
+from rollouts.backend import RolloutRequest, SamplingSettings
 
-    from evaluation.prediction import predict, start_scorers
-    from helpers import local_config
+model, manifest = sys.argv[1:3]
+chosen = items(read_manifest(manifest), "test")[::20][:6]
+by_id = {i.item_id: RolloutRequest(i.item_id, [load_image(i.path)], chat_messages("iqa", 1), "iqa") for i in chosen}
+ids = list(by_id)
+cfg = local_config(model, "eval.readout=expected", "eval.max_new_tokens=96", "rollout.num_actors=2", "ray.num_cpus=3")
+settings = SamplingSettings.evaluation(cfg.eval, cfg.rollout, 0)
+scorers = start_scorers(cfg)
+# One chunk of 6 goes to the first actor alone; chunks of 2 in reverse order go to both.
+runs = [{p.item_id: [p.score, p.aspects]
+         for p in predict(scorers, order, by_id.__getitem__, str, "iqa", settings, batch)}
+        for batch, order in ((6, ids), (2, ids[::-1]))]
+scorers.end()
+ray.shutdown()
+print("RUNS " + json.dumps(runs))
+"""
 
-    by_id = {r.item_id: r for r in requests_}
-    ids = list(by_id)
-    cfg = local_config(tiny_model, "eval.readout=expected", "eval.max_new_tokens=96", "rollout.num_actors=2",
-                       "ray.num_cpus=3")
-    scorers = start_scorers(cfg)
-    try:  # one chunk of 6 goes to the first actor alone; chunks of 2 in reverse order go to both
-        runs = [{p.item_id: (p.score, p.aspects)
-                 for p in predict(scorers, order, by_id.__getitem__, str, "iqa", expected_sampling(), batch)}
-                for batch, order in ((6, ids), (2, ids[::-1]))]
-    finally:
-        scorers.end()
-        ray.shutdown()
-    assert runs[0] == runs[1] and any(score is not None for score, _ in runs[0].values())
+
+def test_expected_scores_are_identical_whatever_batch_size_order_and_actor_count(tiny_model, generated_data):
+    import json
+    import os
+
+    from helpers import ROOT, run_cli
+
+    result = run_cli(["-c", SCORE_TWICE, str(tiny_model), str(generated_data)],
+                     env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    first, second = json.loads(result.stdout.split("RUNS ", 1)[1])
+    assert first == second and any(score is not None for score, _ in first.values())

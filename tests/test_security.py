@@ -37,11 +37,15 @@ def test_a_local_run_refuses_a_driver_without_its_token(tiny_model, generated_da
         address = line.split()[3].rstrip(",")
         intruder = f"import ray; ray.init(address={address!r}); print('CONNECTED')"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-        for extra in ({}, {"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}):
-            result = subprocess.run([sys.executable, "-c", intruder], env={**env, **extra}, capture_output=True,
-                                    text=True, timeout=120)
-            assert result.returncode != 0 and "CONNECTED" not in result.stdout, extra
-            assert "Authentication" in result.stderr or "auth" in result.stderr.lower(), result.stderr[-2000:]
+        # The three intruders at once: each waits out Ray's retries before it gives up.
+        attempts = {name: subprocess.Popen([sys.executable, "-c", intruder], env={**env, **extra}, text=True,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                    for name, extra in (("no token", {}), ("auth disabled", {"RAY_AUTH_MODE": "disabled"}),
+                                        ("a wrong token", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}))}
+        for name, attempt in attempts.items():
+            stdout, stderr = attempt.communicate(timeout=120)
+            assert attempt.returncode != 0 and "CONNECTED" not in stdout, name
+            assert "Authentication" in stderr or "auth" in stderr.lower(), (name, stderr[-2000:])
         # The run's own token is what lets a driver in (read from an actor's environment: the actors inherit it).
         token = run.actor_process("RolloutWorker").environ()["RAY_AUTH_TOKEN"]
         result = subprocess.run([sys.executable, "-c", intruder], capture_output=True, text=True, timeout=180,
