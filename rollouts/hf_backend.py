@@ -6,6 +6,7 @@ log-prob of each step (never the step's whole logits)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -43,7 +44,7 @@ class HFRolloutBackend:
                    self.processor.encode([r.messages for r in requests], [r.images for r in requests]).items()}
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
-        watch = digit_token_ids(self.processor.tokenizer) if sampling.digit_logprobs else None
+        watch = self.digit_ids if sampling.digit_logprobs else None
         out = sample_group(self.model, prompts, n, sampling, self.processor, watch)
         completions = []
         for row, (length, ended) in enumerate(zip(out.lengths.tolist(), out.finished.tolist())):
@@ -55,6 +56,11 @@ class HFRolloutBackend:
                 completion.token_starts = token_starts(self.processor.tokenizer, ids, completion.text)
             completions.append(completion)
         return [completions[i * n : (i + 1) * n] for i in range(len(requests))]
+
+    @functools.cached_property
+    def digit_ids(self) -> list[int]:
+        """The tokens "1".."5" (the expected readout); looked up once, on first use."""
+        return digit_token_ids(self.processor.tokenizer)
 
     def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> None:
         self.model.load_state_dict(dict(weights), strict=True)

@@ -22,6 +22,7 @@ tag by tag, as vLLM does (a wake-up naming a tag that is awake wakes nothing at 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import tempfile
@@ -161,13 +162,19 @@ class VLLMRolloutBackend:
             return {"prompt": text, "multi_modal_data": {"image": list(request.images)}}, None
         return {"prompt_token_ids": ids}, None
 
+    @functools.cached_property
+    def digit_ids(self) -> list[int]:
+        """The tokens "1".."5" (the expected readout); looked up once, on first use: a tokenizer without them only
+        fails that readout."""
+        return digit_token_ids(self.tokenizer)
+
     def _sampling_params(self, sampling: SamplingSettings):
         from vllm import SamplingParams
 
         greedy = sampling.greedy
         extra = {"top_k": sampling.top_k} if sampling.top_k > 0 and not greedy else {}
         if sampling.digit_logprobs:  # raw log-probs (temperature 1) of "1".."5", besides the sampled token's
-            extra["logprob_token_ids"] = digit_token_ids(self.tokenizer)
+            extra["logprob_token_ids"] = self.digit_ids
         else:
             extra["logprobs"] = 0  # the sampled token's log-prob
         return SamplingParams(
@@ -214,8 +221,7 @@ class VLLMRolloutBackend:
                                 logprobs=[step[token].logprob for step, token in zip(steps, tokens)],
                                 finished=output.finish_reason == "stop")
         if digits:
-            watch = digit_token_ids(self.tokenizer)
-            completion.digit_logprobs = [[step[token].logprob for token in watch] for step in steps]
+            completion.digit_logprobs = [[step[token].logprob for token in self.digit_ids] for step in steps]
             completion.token_starts = token_starts(self.tokenizer, tokens, completion.text)
         return completion
 

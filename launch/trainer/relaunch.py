@@ -39,7 +39,8 @@ def relaunch(run: TrainingRun, lost: LearnerLost) -> None:
         raise LearnerLost(f"{lost}; run.max_relaunches = {cfg.run.max_relaunches} relaunches of the learner group "
                           "are used up. Rerun the same command: it resumes from the newest checkpoint") from None
     folder = run.checkpoints.latest()
-    target = checkpoint.read_state(folder)["step"] if folder is not None else 0
+    state = checkpoint.read_state(folder) if folder is not None else None
+    target = state["step"] if state is not None else 0
     print(f"learner group lost after step {done} ({lost}); starting it again from "
           f"{folder or cfg.model.path} (step {target}) once its slots are placed, within placement.timeout_s = "
           f"{cfg.placement.timeout_s:g} s [relaunch {len(record.relaunches) + 1} of {cfg.run.max_relaunches}]",
@@ -48,7 +49,7 @@ def relaunch(run: TrainingRun, lost: LearnerLost) -> None:
     with run.stop.abandonable():
         relaunch_learners(run.roles, cfg)
     run.roles.learners.see(run.output_dir.resolve())
-    run.restore(folder, checkpoint.read_state(folder) if folder is not None else None)
+    run.restore(folder, state)
     run.snapshots.drop_after(target)  # from the steps that will be redone
     run.tracker.replay_until(done)
     seconds = time.monotonic() - began
