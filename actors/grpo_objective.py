@@ -25,6 +25,23 @@ def group_advantages(rewards: torch.Tensor, estimator: str, eps: float) -> torch
     return centred / (std + eps)
 
 
+def informative_groups(rewards: torch.Tensor, min_std: float) -> torch.Tensor:
+    """[B, K] -> [B] bool: the groups whose rewards differ (std above `min_std`). A group of (nearly) equal
+    rewards has advantage ~0 for every answer and carries no policy gradient (dynamic sampling drops it)."""
+    spread = rewards.std(dim=1, unbiased=False) if rewards.shape[1] > 1 else torch.zeros(rewards.shape[0])
+    return spread > min_std
+
+
+def variance_weights(predictions: torch.Tensor, alpha: float) -> torch.Tensor:
+    """[B, K] predicted scores -> [B] weights exp(-alpha * var / max var) (Q-Hawkeye): an item whose answers
+    disagree on its score gets a smaller step. alpha 0 (or every variance 0): all ones."""
+    variance = predictions.var(dim=1, unbiased=False)
+    top = variance.max() if variance.numel() else torch.tensor(0.0)
+    if alpha == 0 or top <= 0:
+        return torch.ones_like(variance)
+    return torch.exp(-alpha * variance / top)
+
+
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
     """Per-token estimate of KL(pi_theta || pi_ref) from samples of pi_theta.
 

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from actors.calls import RoleError
-from actors.grpo_objective import group_advantages
+from actors.grpo_objective import group_advantages, variance_weights
 from actors.learner import deal_samples
 from launch.trainer.checkpoint import CheckpointError
+from launch.trainer.dynamic_sampling import refilled
 from launch.trainer.finish import Outcome, close_run, finish_training, stop_for_preemption
 from launch.trainer.health import HealthError
 from launch.trainer.metrics import Timer, step_metrics
@@ -39,6 +40,10 @@ def grpo_step(run: TrainingRun, step: int) -> dict:
             requests, mos = data.batch(run.sampler, cfg.trainer.batch_size)
         with timer.phase("generate"):
             answers = roles.rollouts.generate(requests, run.sampling(step))
+        refill = None
+        if cfg.algorithm.dynamic_sampling.enabled:  # groups of equal rewards give way to the next items
+            with timer.phase("refill"):
+                requests, mos, answers, refill = refilled(run, step, requests, mos, answers)
         kept = answered(answers)  # a skipped item is not scored, and trained on with no tokens and advantage 0
         if not kept:
             raise RuntimeError(f"step {step}: the rollout engine skipped every prompt of the batch as too long: "
@@ -48,8 +53,7 @@ def grpo_step(run: TrainingRun, step: int) -> dict:
             rewards = roles.reward.score(kept_answers, kept_mos, [requests[i].task for i in kept])
         with timer.phase("advantage"):
             advantages = np.zeros((len(requests), cfg.rollout.group_size))
-            advantages[kept] = group_advantages(torch.tensor(rewards.terms["total"]), cfg.algorithm.advantage,
-                                                cfg.algorithm.advantage_eps).numpy()
+            advantages[kept] = item_advantages(rewards, cfg.algorithm)
         run.samples.training(step, requests, answers, mos, kept, rewards, advantages)  # every samples_every steps
     with timer.phase("learn"):
         lr = run.learning_rate(step)
@@ -62,9 +66,10 @@ def grpo_step(run: TrainingRun, step: int) -> dict:
     metrics = step_metrics(rewards, kept_answers, kept_mos, advantages[kept], learner_stats)
     metrics.update(timer.seconds)
     metrics.update({"time/step": sum(timer.seconds.values()), "learner/lr": lr,
-                    "rollout/skipped_prompts": float(len(requests) - len(kept)),
+                    "rollout/skipped_prompts": float(len(requests) - len(kept) - (refill.padded if refill else 0)),
                     "data/skipped_media": float(len(data.skipped)),
                     "faults/rollout_restarts": float(roles.rollouts.restarted)})
+    metrics.update(refill.metrics() if refill else {})
     return metrics
 
 
@@ -73,13 +78,25 @@ def answered(answers: list) -> list[int]:
     return [i for i, row in enumerate(answers) if not any(c.skipped for c in row)]
 
 
+def item_advantages(rewards, algorithm) -> np.ndarray:
+    """[B, G] group advantages of the scored items, each item's scaled by its variance weight (algorithm.
+    variance_weighting; 0: none)."""
+    advantages = group_advantages(torch.tensor(rewards.terms["total"]), algorithm.advantage, algorithm.advantage_eps)
+    weights = variance_weights(torch.tensor(rewards.predictions), algorithm.variance_weighting)
+    return (advantages * weights[:, None]).numpy()
+
+
 def train(run: TrainingRun) -> Outcome:
-    """GRPO steps up to trainer.steps, then the final checkpoint and checks. A health breach rolls back to a
-    snapshot and the steps after it are redone; a lost learner rank starts the learner group again from the newest
-    checkpoint, and the steps after it are redone; a SIGTERM stops it between steps (or abandons a step not yet
-    learning) with Preempted."""
+    """GRPO steps up to trainer.steps, then the final checkpoint and checks. A health breach (in a step's metrics,
+    or a validation's, the last one's too) rolls back to a snapshot and the steps after it are redone; a lost
+    learner rank starts the learner group again from the newest checkpoint, and the steps after it are redone; a
+    SIGTERM stops it between steps (or abandons a step not yet learning) with Preempted."""
     cfg = run.cfg
     while True:
+        with relaunchable(run):
+            breach = run.pending_validation()  # a stop came between a step and its validation
+            if breach:
+                run.step = roll_back(breach, run)
         while run.step < cfg.trainer.steps:
             run.stop.check()
             with relaunchable(run):
@@ -87,16 +104,16 @@ def train(run: TrainingRun) -> Outcome:
                 metrics = grpo_step(run, step)
                 run.step = step
                 run.log_step(step, metrics)
-                breach = run.guard.check(step, metrics) if cfg.health.enabled else None
+                breach = run.guard.check(step, metrics)
+                if not breach and run.validation_due(step):
+                    breach = run.judged_validation(step)
                 if breach:
                     run.step = roll_back(breach, run)
                     continue
-                if cfg.health.enabled and run.due(step, cfg.health.snapshot_every):
+                if run.snapshot_due(step):
                     run.save(run.snapshots, step)
                 if run.checkpoint_due(step):
                     run.save(run.checkpoints, step)
-                if run.due(step, cfg.trainer.eval_every):
-                    run.validate(step)
         with relaunchable(run):
             return finish_training(run)
 

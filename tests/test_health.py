@@ -19,6 +19,7 @@ from rewards.answer_format import format_answer, parse_answer, read_scores
 
 def healthy(**changes) -> dict:
     metrics = {"reward/format": 1.0, "answers/parse_rate": 1.0, "answers/within_group_spread": 0.4,
+               "answers/item_spread": 0.5,
                "answers/distinct_share": 0.9, "learner/nonfinite": 0.0, "learner/kl": 0.3, "reward/total": 1.3}
     return {**metrics, **changes}
 
@@ -50,6 +51,7 @@ def test_format_loss_is_caught_within_its_window(health):
     ("answers/parse_rate", 0.2, "parse_rate"),
     ("answers/distinct_share", 0.01, "distinct"),
     ("answers/within_group_spread", 0.0, "spread"),
+    ("answers/item_spread", 0.0, "item_spread"),
     ("learner/nonfinite", 1.0, "nonfinite"),
     ("learner/kl", 9.0, "kl"),
 ])
@@ -72,6 +74,42 @@ def test_kl_spike_over_its_median_and_nonfinite_metrics(health):
     assert breach.signal == "kl" and "spike" in breach.message
     breach = HealthGuard(health).check(1, healthy(**{"learner/loss": float("nan")}))
     assert breach.signal == "nonfinite" and "learner/loss" in breach.message
+
+
+def validation(std: float | None) -> dict:
+    return {"srcc": 0.3, "prediction_std": std, "scored": 8.0, "items": 8.0}
+
+
+def test_a_validation_that_gives_every_item_one_score_is_a_breach_back_to_the_last_that_passed(health, tmp_path):
+    guard = HealthGuard(health)
+    results = {0: validation(0.0)}  # the starting point is not judged: nothing comes before it
+    assert guard.check_validation(0, results) is None
+    results[100] = validation(0.6)
+    assert guard.check_validation(100, results) is None
+    results[200] = validation(0.01)
+    breach = guard.check_validation(200, results)
+    assert breach.signal == "val_spread" and "health.val_spread.min" in breach.message
+    assert "validation at step 200" in breach.message and "val/prediction_std" in breach.message
+    # roll_back's target is snapshots.before(step - window - 1): the last passing validation's snapshot
+    assert breach.step - breach.window - 1 == 100
+    results[200] = validation(None)  # nothing scored: health.min_scored's business, not this signal's
+    assert guard.check_validation(200, results) is None
+    off = load_config(ROOT / "configs" / "local.yaml", ["health.enabled=false"]).health
+    assert HealthGuard(off).check_validation(200, {0: validation(0.5), 200: validation(0.0)}) is None
+    assert HealthGuard(off).check(1, healthy(**{"reward/format": float("nan")})) is None
+
+
+def test_the_last_validated_snapshot_outlives_the_newest_ones(tmp_path):
+    snapshots = CheckpointStore(tmp_path / "healthy", keep=2)
+
+    def learner(folder):
+        Path(folder).mkdir()
+        (Path(folder) / "weights.bin").write_bytes(b"w")
+
+    for step in (0, 10, 20, 30, 40, 50):
+        snapshots.save(step, learner, {"step": step}, also_keep=10 if step >= 10 else 0)
+    assert snapshots.steps() == [10, 40, 50]
+    assert snapshots.before(200 - 189 - 1) == 10
 
 
 def test_forgetting_after_a_rollback_restarts_the_windows(health):

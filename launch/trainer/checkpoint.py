@@ -128,9 +128,10 @@ class CheckpointStore:
         matching = [path for s, _, path in self.entries() if s == step]
         return matching[-1] if matching else self.root / f"step-{step:06d}"
 
-    def save(self, step: int, write_learner, state: dict) -> Path:
+    def save(self, step: int, write_learner, state: dict, also_keep: int | None = None) -> Path:
         """write_learner(folder): the learner group's DeepSpeed checkpoint into `folder`; it returns the files the
-        ranks wrote ({path relative to `folder`: {"sha256", "bytes"}}, or None). Returns the new folder."""
+        ranks wrote ({path relative to `folder`: {"sha256", "bytes"}}, or None). Returns the new folder. The
+        checkpoint of step `also_keep` (older) is kept beside the newest `keep`."""
         tmp = self.root / f".tmp-step-{step:06d}-{uuid.uuid4().hex[:8]}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -162,7 +163,7 @@ class CheckpointStore:
                 f"the previous one ({kept}). Free disk space or fix the folder's permissions, then rerun the same "
                 "command: it resumes from the newest checkpoint."
             ) from error
-        self._prune(step, final)
+        self._prune(step, final, also_keep)
         return final
 
     def _free_name(self, step: int) -> Path:
@@ -172,10 +173,11 @@ class CheckpointStore:
             final = self.root / f"step-{step:06d}.{revision}"
         return final
 
-    def _prune(self, step: int, written: Path) -> None:
-        """Keep what was just written and the newest keep - 1 older steps. A folder of a later step, or an
-        earlier commit of this one, is from a trajectory this run left (a rollback, a resume) and goes."""
-        others = [(s, r, p) for s, r, p in self.entries() if p != written]
+    def _prune(self, step: int, written: Path, also_keep: int | None) -> None:
+        """Keep what was just written, the newest keep - 1 older steps and `also_keep`'s. A folder of a later step,
+        or an earlier commit of this one, is from a trajectory this run left (a rollback, a resume) and goes."""
+        kept = self.folder(also_keep) if also_keep is not None and also_keep < step else written
+        others = [(s, r, p) for s, r, p in self.entries() if p not in (written, kept)]
         older = [p for s, _, p in others if s < step]
         for path in [p for s, _, p in others if s >= step] + older[: max(0, len(older) - (self.keep - 1))]:
             shutil.rmtree(path, ignore_errors=True)

@@ -21,6 +21,7 @@ from actors.placement import PLACEMENT_MODES, PLACEMENT_STRATEGIES
 from actors.reward import PREFERENCE_SCOPES
 from actors.rollout import ROLLOUT_BACKENDS
 from evaluation.readout import READOUTS
+from launch.trainer.health import SIGNAL_METRICS, VALIDATION_SIGNALS
 from models.loading import DTYPES
 from qadata.requests import DATA_TASKS
 from qadata.video import DECODERS
@@ -128,6 +129,13 @@ class RewardConfig:
 
 
 @dataclass
+class DynamicSamplingConfig:
+    enabled: bool = MISSING
+    min_reward_std: float = MISSING
+    max_extra_items: int = MISSING
+
+
+@dataclass
 class AlgorithmConfig:
     advantage: str = MISSING
     advantage_eps: float = MISSING
@@ -138,6 +146,8 @@ class AlgorithmConfig:
     loss_aggregation: str = MISSING
     rollout_is: str = MISSING
     rollout_is_cap: float = MISSING
+    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
+    variance_weighting: float = MISSING
 
 
 @dataclass
@@ -189,6 +199,8 @@ class HealthConfig:
     format_rate: HealthSignalConfig = field(default_factory=HealthSignalConfig)
     parse_rate: HealthSignalConfig = field(default_factory=HealthSignalConfig)
     spread: HealthSignalConfig = field(default_factory=HealthSignalConfig)
+    item_spread: HealthSignalConfig = field(default_factory=HealthSignalConfig)
+    val_spread: HealthSignalConfig = field(default_factory=HealthSignalConfig)
     distinct: HealthSignalConfig = field(default_factory=HealthSignalConfig)
     nonfinite: HealthSignalConfig = field(default_factory=HealthSignalConfig)
     kl: HealthSignalConfig = field(default_factory=HealthSignalConfig)
@@ -350,6 +362,9 @@ RANGES = {
     "video.max_seconds": (0, None, True, False),
     "video.max_bytes": (1, None, False, False),
     "algorithm.rollout_is_cap": (1, None, False, False),
+    "algorithm.dynamic_sampling.min_reward_std": (0, None, False, False),
+    "algorithm.dynamic_sampling.max_extra_items": (0, None, False, False),
+    "algorithm.variance_weighting": (0, None, False, False),
     "health.lr_factor": (0, 1, True, True),
     "health.max_rollbacks": (0, None, False, False),
     "health.min_scored": (0, 1, False, False),
@@ -463,7 +478,7 @@ def _check_readout(config: DictConfig) -> None:
 
 def _check_health(config: DictConfig) -> None:
     h = config.health
-    for name in ("format_rate", "parse_rate", "spread", "distinct", "nonfinite", "kl"):
+    for name in (*SIGNAL_METRICS, *VALIDATION_SIGNALS):
         s = h[name]
         if s.window < 1:
             raise ConfigError(f"config key 'health.{name}.window' must be at least 1, got {s.window}")

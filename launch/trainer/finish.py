@@ -23,11 +23,9 @@ class Outcome:
 
 
 def finish_training(run: TrainingRun) -> Outcome:
-    """Final validation (unless the last step had it), checkpoint, the Hugging Face policy, the sync check;
-    FAILED when the final policy scores too few held-out items (health.min_scored)."""
+    """After the last step and its validation: the checkpoint, the Hugging Face policy, the sync check; FAILED
+    when the final policy scores too few held-out items (health.min_scored)."""
     cfg, steps = run.cfg, run.cfg.trainer.steps
-    if steps not in run.record.evals:
-        run.validate(steps)
     run.save(run.checkpoints, steps)
     run.roles.learners.save_pretrained(str(run.policy_dir))
     digests = verify_sync(run.roles, cfg, run.data.readable_eval()) if cfg.trainer.verify_sync else None

@@ -49,6 +49,7 @@ def step_metrics(rewards: BatchRewards, answers: list, mos: list[float], advanta
         "response_length": float(np.mean([len(c.token_ids) for row in answers for c in row])),
     })
     item_means = predictions.mean(axis=1)
+    metrics["answers/item_spread"] = float(item_means.std())
     batch_srcc = quality_metrics(item_means, np.asarray(mos))["srcc"]
     if batch_srcc is not None:
         metrics["answers/batch_srcc"] = batch_srcc

@@ -11,8 +11,9 @@ from launch.trainer.checkpoint import CheckpointError, CheckpointStore
 from launch.trainer.config import flatten
 
 # Keys that cannot change what a run computes: a resume may change them without being asked.
+# The validations are not among them: the health guard judges each one, and a breach rolls the run back.
 RESULT_NEUTRAL = ("run.name", "run.resume", "run.allow_config_change", "run.output_dir", "tracking.", "ray.",
-                  "eval.", "data.eval_", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
+                  "trainer.log_every", "trainer.checkpoint_every",
                   "trainer.keep_checkpoints", "trainer.checkpoint_every_s", "trainer.verify_sync",
                   "placement.timeout_s", "run.stop_grace_s", "run.max_relaunches", "rollout.vllm.transfer_buffer_bytes")
 
@@ -44,9 +45,10 @@ def trainer_state(run, step: int) -> dict:
     }
 
 
-def sampling_seed(seed: int, step: int, rollbacks: int) -> int:
-    """Each step's sampling seed; a rollback moves it on, so a redone step draws other answers."""
-    return seed * 100003 + step + 1_000_003 * rollbacks
+def sampling_seed(seed: int, step: int, rollbacks: int, round_: int = 0) -> int:
+    """Each step's sampling seed; a rollback moves it on, so a redone step draws other answers; a dynamic-sampling
+    round after the first (`round_`) has its own."""
+    return seed * 100003 + step + 1_000_003 * rollbacks + 10_000_019 * round_
 
 
 def resume_state(cfg, checkpoints: CheckpointStore) -> tuple[Path | None, dict | None]:

@@ -143,11 +143,12 @@ def resume(run: TrainingRun, folder: Path, state: dict) -> None:
 
 
 def ready_for_first_step(run: TrainingRun) -> None:
-    """The starting point validated and snapshotted (unless a resumed run has them), start-up time reported."""
+    """The starting point validated and snapshotted (unless a resumed run has them), start-up time reported. (A
+    resumed run's validation that a stop cut short is redone, and judged, by the loop.)"""
     timer = Timer()
     with timer.phase("startup/validation"):
-        if run.start_step not in run.record.evals:
-            run.validate(run.start_step)
+        if run.start_step == 0 and 0 not in run.record.evals:
+            run.validate(0)
     with timer.phase("startup/snapshot"):
         if run.cfg.health.enabled:
             run.snapshots.drop_after(run.start_step)  # from a trajectory that a crash cut short

@@ -14,7 +14,7 @@ import torch
 from actors.lr_schedule import learning_rate
 from evaluation.validation import evaluate
 from launch.trainer.checkpoint import CheckpointStore
-from launch.trainer.health import HealthGuard
+from launch.trainer.health import Breach, HealthGuard
 from launch.trainer.metrics import CURVES
 from launch.trainer.preemption import Preempted, StopRequest
 from launch.trainer.progress import StepProgress
@@ -64,9 +64,10 @@ class TrainingRun:
         return learning_rate(step, c.lr, self.cfg.trainer.steps, c.lr_schedule, c.warmup_steps, c.min_lr_ratio,
                              self.record.lr_scale())
 
-    def sampling(self, step: int) -> SamplingSettings:
-        """The step's G answers per item; a rollback moves the seed on, so a redone step draws other answers."""
-        seed = sampling_seed(self.cfg.run.seed, step, len(self.record.rollbacks))
+    def sampling(self, step: int, round_: int = 0) -> SamplingSettings:
+        """The step's G answers per item (in dynamic sampling's `round_`); a rollback moves the seed on, so a
+        redone step draws other answers."""
+        seed = sampling_seed(self.cfg.run.seed, step, len(self.record.rollbacks), round_)
         return SamplingSettings.training(self.cfg.rollout, seed)
 
     def log_step(self, step: int, metrics: dict) -> None:
@@ -84,9 +85,18 @@ class TrainingRun:
         left = (time.time() - self.steps_began) / max(done, 1) * (self.cfg.trainer.steps - step)
         return f"{int(left // 60)}m{int(left % 60):02d}s"
 
+    def validation_due(self, step: int) -> bool:
+        """Every trainer.eval_every steps and after the last one (judged by the health guard either way)."""
+        return step % self.cfg.trainer.eval_every == 0 or step == self.cfg.trainer.steps
+
     def due(self, step: int, every: int) -> bool:
         """A periodic save or validation after `step` (the last step has its own, in finish)."""
         return step % every == 0 and step < self.cfg.trainer.steps
+
+    def snapshot_due(self, step: int) -> bool:
+        """A health snapshot every health.snapshot_every steps, unless the step's validation took one."""
+        health = self.cfg.health
+        return health.enabled and self.due(step, health.snapshot_every) and step not in self.snapshots.steps()
 
     def checkpoint_due(self, step: int) -> bool:
         """Every trainer.checkpoint_every steps, and when trainer.checkpoint_every_s passed since the last one."""
@@ -144,10 +154,29 @@ class TrainingRun:
             self.samples.validation(step, self.data.eval, predictions, self.data.load)
         return result
 
+    def judged_validation(self, step: int) -> Breach | None:
+        """validate(step), judged by the health guard; one that passes is snapshotted, and that snapshot is kept
+        until the next passes, so that a later collapse can roll back to it."""
+        self.validate(step)
+        breach = self.guard.check_validation(step, self.record.evals)
+        if not breach and self.cfg.health.enabled and step not in self.snapshots.steps():
+            self.save(self.snapshots, step)
+        return breach
+
+    def pending_validation(self) -> Breach | None:
+        """The judged validation of the last step done, when it was due and a stop (a SIGTERM, a lost learner
+        rank) came before it was recorded."""
+        step = self.step
+        if step > 0 and self.validation_due(step) and step not in self.record.evals:
+            return self.judged_validation(step)
+        return None
+
     def save(self, store: CheckpointStore, step: int) -> None:
-        """The learner's DeepSpeed state and the trainer state after `step` into `store`."""
+        """The learner's DeepSpeed state and the trainer state after `step` into `store` (a snapshot store also
+        keeps the last validated step's)."""
+        last_validated = max(self.record.evals, default=None) if store is self.snapshots else None
         store.save(step, lambda folder: self.roles.learners.save_checkpoint(folder, tag="state"),
-                   trainer_state(self, step))
+                   trainer_state(self, step), also_keep=last_validated)
         if store is self.checkpoints:
             self.checkpointed = time.monotonic()
 
