@@ -93,8 +93,9 @@ class LearnerGroup:
         for rank in self.ranks:
             ray.kill(rank, no_restart=True)
 
-    def train_step(self, shards: list[list], lr: float) -> list[dict]:
-        return self._get([r.train_step.remote(shard, lr) for r, shard in zip(self.ranks, shards)], "step")
+    def train_step(self, shards: list[list], lr: float, temperature: float | None = None) -> list[dict]:
+        return self._get([r.train_step.remote(shard, lr, temperature) for r, shard in zip(self.ranks, shards)],
+                         "step")
 
     def full_weights(self) -> ray.ObjectRef:
         """ObjectRef of rank 0's gathered weights (every rank takes part in the gather)."""
@@ -236,11 +237,13 @@ class RewardGroup:
         actor = ray.remote(num_cpus=0, max_restarts=self.restarts, max_task_retries=0)(RewardWorker)
         self.actor = actor.remote(reward)
 
-    def score(self, answers: list, mos: list[float], tasks: list[str]):
-        """answers [B][K] (Completion), mos [B], tasks [B] -> the answers' rewards (rewards.prpo.BatchRewards)."""
+    def score(self, answers: list, mos: list[float], tasks: list[str], reward=None, datasets: list[str] | None = None):
+        """answers [B][K] (Completion), mos [B], tasks [B], datasets [B] -> the answers' rewards (rewards.prpo.
+        BatchRewards); `reward`: the `reward` section to score with (typed; None: the one the actor was made with)."""
         texts = [[c.text for c in row] for row in answers]
+        call = self.actor.score.remote
         return retrying(
-            lambda: bounded_get(self.actor.score.remote(texts, mos, tasks), self.timeout_s, "reward actor",
+            lambda: bounded_get(call(texts, mos, tasks, reward, datasets), self.timeout_s, "reward actor",
                                 "reward.timeout_s"),
             self.restarts, "reward actor", "reward.max_restarts",
             lambda: wait_alive(self.actor, self.timeout_s, "reward actor", "reward.timeout_s"))

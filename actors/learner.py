@@ -239,8 +239,9 @@ class LearnerRank:
             rows.append(row_of[sample.group])
         return self._encode(distinct), rows
 
-    def train_step(self, samples: list[TrainSample], lr: float) -> dict[str, float]:
-        """One optimizer step over this rank's answers (micro-batched) at learning rate `lr`.
+    def train_step(self, samples: list[TrainSample], lr: float, temperature: float | None = None) -> dict[str, float]:
+        """One optimizer step over this rank's answers (micro-batched) at learning rate `lr`, their log-probs at
+        the `temperature` they were sampled at (None: the settings', rollout.temperature at start-up).
 
         A micro-batch whose loss is not finite contributes no gradient (its backward still runs, for the
         collectives of the other ranks); a non-finite gradient makes DeepSpeed skip the whole step.
@@ -248,6 +249,7 @@ class LearnerRank:
         applied (1.0 when the step was skipped), `applied` 1/0 and `grad_norm`.
         """
         s = self.settings
+        temperature = s.temperature if temperature is None else temperature
         start = time.time()
         self.engine.train()
         for group in self.engine.optimizer.param_groups:
@@ -261,14 +263,14 @@ class LearnerRank:
             prompts, rows = self._encode_groups(chunk)
             tokens = [c.token_ids for c in chunk]
             logprobs, entropy, mask = grouped_logprobs(
-                self.engine, prompts, rows, tokens, self.processor.pad_id, s.temperature
+                self.engine, prompts, rows, tokens, self.processor.pad_id, temperature
             )
             mask = mask.to(logprobs.device)
             ref_logprobs = None
             if self.reference is not None:  # only with a KL term (kl_coef > 0 and an estimator)
                 with torch.no_grad():
                     ref_logprobs, _, _ = grouped_logprobs(
-                        self.reference, prompts, rows, tokens, self.processor.pad_id, s.temperature
+                        self.reference, prompts, rows, tokens, self.processor.pad_id, temperature
                     )
             advantages = torch.tensor([c.advantage for c in chunk], dtype=logprobs.dtype, device=logprobs.device)
             rollout = torch.zeros_like(logprobs)

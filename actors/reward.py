@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from rewards.prpo import ACCURACY_REWARDS, BatchRewards, PRPOWeights, batch_rewards
 
-# global: the preference branch compares across the step's whole batch; micro: within chunks of it
-PREFERENCE_SCOPES = ("global", "micro")
+# global: the preference branch compares across the step's whole batch; micro: within chunks of it; dataset:
+# within each dataset of it
+PREFERENCE_SCOPES = ("global", "micro", "dataset")
 
 
 class RewardWorker:
@@ -20,8 +21,13 @@ class RewardWorker:
         self.format_weight, self.accuracy_weight = reward.format_weight, reward.accuracy_weight
         # One actor scores a step's batch: the preference branch compares across all of it, or within chunks.
         self.preference_chunk = reward.preference_chunk if reward.preference_scope == "micro" else None
+        self.by_dataset = reward.preference_scope == "dataset"
 
-    def score(self, texts: list[list[str]], mos: list[float], tasks: list[str]) -> BatchRewards:
-        """texts [B][K], mos [B], each item's task [B] (iqa | vqa) -> the answers' rewards and scores."""
+    def score(self, texts: list[list[str]], mos: list[float], tasks: list[str], reward=None,
+              datasets: list[str] | None = None) -> BatchRewards:
+        """texts [B][K], mos [B], each item's task [B] (iqa | vqa) and dataset [B] -> the answers' rewards and
+        scores; `reward`: a `reward` section to score with instead of this worker's (a stage may change it)."""
+        if reward is not None:
+            return RewardWorker(reward).score(texts, mos, tasks, None, datasets)
         return batch_rewards(texts, mos, tasks, self.weights, self.format_weight, self.accuracy_weight,
-                             self.preference_chunk, self.accuracy)
+                             self.preference_chunk, self.accuracy, datasets if self.by_dataset else None)

@@ -8,6 +8,8 @@ from evaluation.prediction import ItemPrediction, predict, prediction_summary
 from evaluation.quality_metrics import quality_metrics
 from rollouts.backend import SamplingSettings
 
+PER_DATASET = ("srcc", "plcc", "scored", "items")  # what validation reports per dataset (val/<dataset>/<key>)
+
 
 def set_metrics(predictions: list[ItemPrediction], mos: list[float]) -> dict[str, float | None]:
     """quality_metrics over the scored items, plus the counts of `prediction_summary`.
@@ -34,4 +36,10 @@ def evaluate(rollouts, items: list, load, task, sampling: SamplingSettings,
     counted, not scored. task: a function of the item ("iqa" | "vqa").
     """
     predictions = predict(rollouts, items, load, lambda item: item.item_id, task, sampling, batch_size)
-    return set_metrics(predictions, [item.mos for item in items]), predictions
+    result = set_metrics(predictions, [item.mos for item in items])
+    datasets = sorted({item.dataset for item in items})
+    for name in datasets if len(datasets) > 1 else ():  # each dataset's own, as its benchmark reports it
+        part = set_metrics([p for p, item in zip(predictions, items) if item.dataset == name],
+                           [item.mos for item in items if item.dataset == name])
+        result.update({f"{name}/{key}": part[key] for key in PER_DATASET})
+    return result, predictions

@@ -21,6 +21,7 @@ from actors.calls import RoleError
 from actors.grpo_objective import group_advantages, variance_weights
 from actors.learner import deal_samples
 from launch.trainer.checkpoint import CheckpointError
+from launch.trainer.config import typed
 from launch.trainer.dynamic_sampling import refilled
 from launch.trainer.finish import Outcome, close_run, finish_training, stop_for_preemption
 from launch.trainer.health import HealthError
@@ -34,10 +35,13 @@ from launch.trainer.training_run import TrainingRun
 
 def grpo_step(run: TrainingRun, step: int) -> dict:
     """One GRPO step: batch -> generate -> reward -> advantages -> learn -> sync; returns its metrics."""
-    cfg, data, roles, timer = run.cfg, run.data, run.roles, Timer()
+    stage, data, roles, timer = run.stage(step), run.data, run.roles, Timer()
+    cfg = stage.cfg  # the run's config with the step's stage's overrides
+    if step == stage.first_step and len(run.resolved_stages) > 1:
+        print(stage.announce(len(run.resolved_stages)), flush=True)
     with run.redoable():  # until the update starts, a SIGTERM abandons the step; the resumed run redoes it
         with timer.phase("batch"):
-            requests, mos = data.batch(run.sampler, cfg.trainer.batch_size)
+            requests, mos = run.draw(step, cfg.trainer.batch_size)
         with timer.phase("generate"):
             answers = roles.rollouts.generate(requests, run.sampling(step))
         refill = None
@@ -50,7 +54,8 @@ def grpo_step(run: TrainingRun, step: int) -> dict:
                                "raise rollout.vllm.max_model_len or lower model.max_pixels")
         kept_answers, kept_mos = [answers[i] for i in kept], [mos[i] for i in kept]
         with timer.phase("reward"):
-            rewards = roles.reward.score(kept_answers, kept_mos, [requests[i].task for i in kept])
+            rewards = roles.reward.score(kept_answers, kept_mos, [requests[i].task for i in kept], typed(cfg.reward),
+                                         [requests[i].dataset for i in kept])
         with timer.phase("advantage"):
             advantages = np.zeros((len(requests), cfg.rollout.group_size))
             advantages[kept] = item_advantages(rewards, cfg.algorithm)
@@ -58,14 +63,14 @@ def grpo_step(run: TrainingRun, step: int) -> dict:
     with timer.phase("learn"):
         lr = run.learning_rate(step)
         learner_stats = roles.learners.train_step(deal_samples(requests, answers, advantages, cfg.learner.num_ranks),
-                                                  lr)
+                                                  lr, cfg.rollout.temperature)
     with timer.phase("sync"):
         if any(s["applied"] for s in learner_stats):  # nothing applied: the rollouts hold these weights
             roles.weights.push(step)
 
     metrics = step_metrics(rewards, kept_answers, kept_mos, advantages[kept], learner_stats)
     metrics.update(timer.seconds)
-    metrics.update({"time/step": sum(timer.seconds.values()), "learner/lr": lr,
+    metrics.update({"time/step": sum(timer.seconds.values()), "learner/lr": lr, "trainer/stage": float(stage.number),
                     "rollout/skipped_prompts": float(len(requests) - len(kept) - (refill.padded if refill else 0)),
                     "data/skipped_media": float(len(data.skipped)),
                     "faults/rollout_restarts": float(roles.rollouts.restarted)})

@@ -269,7 +269,7 @@ def warm_up(
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from models.sequences import join_prompt_and_completions
-    from rewards.answer_format import chat_messages
+    from rewards.answer_format import QUESTIONS, chat_messages
 
     folder = Path(folder)
     torch.manual_seed(seed)
@@ -286,8 +286,9 @@ def warm_up(
     for step in range(steps):
         task = "vqa" if sets["vqa"] and step % video_every == video_every - 1 else "iqa"
         picked = [rng.randrange(len(sets[task])) for _ in range(batch)]
-        prompts = processor.encode([chat_messages(task, len(sets[task][i])) for i in picked],
-                                   [sets[task][i] for i in picked])
+        # Every wording of the question in turn (data.question: pool asks them in training)
+        prompts = processor.encode([chat_messages(task, len(sets[task][i]), (step * batch + j) % len(QUESTIONS[task]))
+                                    for j, i in enumerate(picked)], [sets[task][i] for i in picked])
         answers = [
             tokenizer(random_completion(rng, task, descriptions[task][i]))["input_ids"] + [tokenizer.eos_token_id]
             for i in picked

@@ -7,6 +7,7 @@ distortion, level, ...) are kept.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +84,26 @@ def items(frame: pd.DataFrame, split: str, source: str = "manifest") -> list[Ite
         Item(item_id=f"{row.dataset}:{index}", path=row.path, mos=float(row.mos), dataset=row.dataset, kind=row.kind)
         for index, row in chosen.iterrows()
     ]
+
+
+def merge_manifests(paths: list[str | Path], out: str | Path) -> pd.DataFrame:
+    """Several manifests as one at `out` (item ids `dataset:row` of the merged table cannot collide; paths
+    relative to `out`'s folder). A media file listed twice, in one manifest or two, is refused with both places
+    named, and so is one in the training split of one and another split of the other (a test image trained on)."""
+    frames = []
+    for path in paths:
+        frame = read_manifest(path)
+        frames.append(frame.assign(_source=[f"{path} row {i}" for i in range(len(frame))]))
+    merged = pd.concat(frames, ignore_index=True)
+    resolved = [str(Path(p).resolve()) for p in merged["path"]]
+    first: dict[str, int] = {}
+    for index, key in enumerate(resolved):
+        if key in first:
+            a, b = merged.loc[first[key]], merged.loc[index]
+            overlap = " (a train/test overlap)" if a["split"] != b["split"] else ""
+            raise ManifestError(f"{key} is listed twice{overlap}: {a['_source']} (split {a['split']}) and "
+                                f"{b['_source']} (split {b['split']}); remove one before merging")
+        first[key] = index
+    root = Path(out).resolve().parent
+    merged["path"] = [os.path.relpath(p, root) for p in resolved]
+    return merged.drop(columns="_source")

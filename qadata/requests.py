@@ -8,21 +8,24 @@ import time
 import numpy as np
 
 from qadata.errors import TransientMediaError
-from qadata.manifest import items, read_manifest
+from qadata.manifest import ManifestError, items, read_manifest
 from qadata.media import MediaError, load_pictures
-from qadata.sampler import BatchSampler
+from qadata.sampler import BatchSampler, MixedSampler, training_sampler
 from qadata.video import VideoSettings
-from rewards.answer_format import ANSWER_DIMS, TASK_OF_KIND, chat_messages
+from rewards.answer_format import ANSWER_DIMS, TASK_OF_KIND, chat_messages, wording_for
 from rollouts.backend import RolloutRequest
 
 DATA_TASKS = ("auto", *ANSWER_DIMS)  # auto: each item's task from its kind (TASK_OF_KIND)
 TRANSIENT_TRIES, TRANSIENT_WAIT_S = 3, 0.5  # a failed read of a shared volume: tried again after 0.5 s, then 1 s
 
 
-def media_request(item_id: str, path: str, kind: str, task: str, video: VideoSettings) -> RolloutRequest:
-    """The rollout request for one media file (MediaError if it cannot be read); video: VideoSettings."""
+def media_request(item_id: str, path: str, kind: str, task: str, video: VideoSettings,
+                  wording_seed: int | None = None, dataset: str = "") -> RolloutRequest:
+    """The rollout request for one media file (MediaError if it cannot be read); video: VideoSettings. The
+    canonical question, or with `wording_seed` the wording rewards.answer_format.wording_for picks."""
     pictures = load_pictures(path, kind, video)
-    return RolloutRequest(item_id, pictures, chat_messages(task, len(pictures)), task)
+    wording = 0 if wording_seed is None else wording_for(item_id, wording_seed, task)
+    return RolloutRequest(item_id, pictures, chat_messages(task, len(pictures), wording), task, dataset)
 
 
 class RunData:
@@ -43,12 +46,21 @@ class RunData:
             self.labels = np.random.default_rng(cfg.run.seed + 1).permutation(self.labels)
         self.skipped: dict[str, str] = {}
         self.video = VideoSettings(**cfg.video)
+        self.mix = dict(cfg.data.mix)
+        try:
+            self.sampler(cfg.run.seed)
+        except ValueError as error:
+            raise ManifestError(f"{cfg.data.train_manifest}: {error}") from None
+
+    def sampler(self, seed: int):
+        """A fresh training sampler (qadata/sampler.training_sampler: by data.mix, when it is set)."""
+        return training_sampler([item.dataset for item in self.train], self.mix, seed)
 
     def task_of(self, item) -> str:
         """iqa | vqa: the configured task, or with `auto` the item's kind (images iqa, videos vqa)."""
         return TASK_OF_KIND[item.kind] if self.task == "auto" else self.task
 
-    def load(self, item) -> RolloutRequest:
+    def load(self, item, wording_seed: int | None = None) -> RolloutRequest:
         """The item's request; MediaError (recorded, and printed the first time) when its media is unreadable. A read
         that failed for a reason that may pass (TransientMediaError) is tried again, and if it still fails the item
         is passed over this time only: it is not recorded, so a later draw and a resumed run try it again."""
@@ -56,7 +68,8 @@ class RunData:
             raise MediaError(self.skipped[item.path])
         for attempt in range(TRANSIENT_TRIES):
             try:
-                return media_request(item.item_id, item.path, item.kind, self.task_of(item), self.video)
+                return media_request(item.item_id, item.path, item.kind, self.task_of(item), self.video,
+                                     wording_seed, item.dataset)
             except TransientMediaError as error:
                 if attempt == TRANSIENT_TRIES - 1:
                     print(f"passing over media that could not be read just now ({TRANSIENT_TRIES} tries): {error}",
@@ -68,9 +81,11 @@ class RunData:
                 print(f"skipping unreadable media ({len(self.skipped)} so far): {error}", flush=True)
                 raise
 
-    def batch(self, sampler: BatchSampler, size: int) -> tuple[list[RolloutRequest], list[float]]:
-        """`size` readable training items: their requests (each with its task) and MOS. An unreadable item is
-        passed over and the next one taken, so a skip never pushes a readable item out of the epoch."""
+    def batch(self, sampler: BatchSampler | MixedSampler, size: int,
+              wording_seed: int | None = None) -> tuple[list[RolloutRequest], list[float]]:
+        """`size` readable training items: their requests (each with its task; `wording_seed`: as media_request)
+        and MOS. An unreadable item is passed over and the next one taken, so a skip never pushes a readable item
+        out of the epoch."""
         requests, mos, drawn = [], [], 0
         while len(requests) < size:
             if drawn >= len(self.train) + size:
@@ -79,7 +94,7 @@ class RunData:
             for index in sampler.take(size - len(requests)):
                 drawn += 1
                 try:
-                    requests.append(self.load(self.train[index]))
+                    requests.append(self.load(self.train[index], wording_seed))
                 except MediaError:
                     continue
                 mos.append(float(self.labels[index]))

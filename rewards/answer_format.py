@@ -7,6 +7,7 @@ decimals, one per line, after a `<think>` (ALGORITHM.md, "Answers").
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import numpy as np
@@ -33,6 +34,44 @@ VQA_QUESTION = (
     "inside <answer></answer>."
 )
 
+# The questions a training prompt may ask (data.question: pool), each task's canonical question first: the
+# paper's first stage asks each picture one of several wordings (PreResQ-R1 keeps five; these are ours). Every
+# wording asks for the same answer: the same parts in the same order, the same scale and layout.
+QUESTIONS = {
+    "iqa": (
+        IQA_QUESTION,
+        "How good is this image? Look at its saturation, granularity, sharpness, foreground and background in "
+        "turn and score each between 1 and 5 with two decimals (1 is very poor, 5 is excellent). Reason inside "
+        "<think></think> first, then put the five scores, one per line, inside <answer></answer>.",
+        "Judge the visual quality of the picture. For each of saturation, granularity, sharpness, foreground and "
+        "background, give a score between 1 and 5 with two decimals, where 1 is very poor and 5 is excellent. "
+        "Think it through inside <think></think>, then list the five scores, one per line, inside "
+        "<answer></answer>.",
+        "Assess this photo as a careful viewer would: describe its saturation, granularity, sharpness, foreground "
+        "and background, and score each part between 1 and 5 with two decimals (1 is very poor, 5 is excellent). "
+        "Write your reasoning inside <think></think> and then the five scores, one per line, inside "
+        "<answer></answer>.",
+        "What is the quality of this image? Consider saturation, granularity, sharpness, foreground and "
+        "background, scoring each between 1 and 5 with two decimals (1 is very poor, 5 is excellent). Start "
+        "with your thoughts inside <think></think>; after that write the five scores, one per line, inside "
+        "<answer></answer>.",
+    ),
+    "vqa": (
+        VQA_QUESTION,
+        "The first picture is a grid of frames taken across the whole video: compare them over time. The pictures "
+        "after it are single frames at full resolution: describe their saturation, granularity, sharpness, "
+        "foreground and background. Then give two scores between 1 and 5 with two decimals: first the global "
+        "score of the whole video, then the local score of the frames. Think inside <think></think> first, then "
+        "write the two scores, one per line, inside <answer></answer>.",
+        "Judge the quality of this video. Its first picture packs frames from start to end (see how they change "
+        "over time); the rest are single frames at full resolution (see their saturation, granularity, "
+        "sharpness, foreground and background). Give two scores between 1 and 5 with two decimals: the global "
+        "score of the whole video and then the local score of the frames. Reason inside <think></think>, then "
+        "write the two scores, one per line, inside <answer></answer>.",
+    ),
+}
+QUESTION_CHOICES = ("single", "pool")  # data.question: the canonical question, or a wording per item
+
 SCALE = (1.0, 5.0)  # every score's range
 SCORE_DIGITS = "12345"  # the leading digits a score on SCALE can have
 NUMBER_BOUND = 100.0  # far off the [1, 5] scale, and small enough that no reward term overflows
@@ -49,15 +88,23 @@ def answer_dims(task: str) -> int:
         raise ValueError(f"unknown task {task!r}: expected one of {sorted(ANSWER_DIMS)}") from None
 
 
-def question_for(task: str) -> str:
+def question_for(task: str, wording: int = 0) -> str:
+    """The task's question in wording `wording` of QUESTIONS (0: the canonical one, which evaluation asks)."""
     answer_dims(task)
-    return IQA_QUESTION if task == "iqa" else VQA_QUESTION
+    return QUESTIONS[task][wording]
 
 
-def chat_messages(task: str, num_images: int) -> list[dict]:
-    """One user turn: `num_images` image slots, then the question."""
+def wording_for(item_id: str, seed: int, task: str) -> int:
+    """The wording a training prompt asks under data.question pool: fixed by the item and the step's sampling
+    seed (so all G answers share one prompt, and a redone step may ask another)."""
+    digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % len(QUESTIONS[task])
+
+
+def chat_messages(task: str, num_images: int, wording: int = 0) -> list[dict]:
+    """One user turn: `num_images` image slots, then the question (in `wording`)."""
     content = [{"type": "image"} for _ in range(num_images)]
-    content.append({"type": "text", "text": question_for(task)})
+    content.append({"type": "text", "text": question_for(task, wording)})
     return [{"role": "user", "content": content}]
 
 

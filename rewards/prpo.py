@@ -224,12 +224,14 @@ class BatchRewards:
 
 
 def batch_rewards(texts: list[list[str]], mos, tasks: list[str], weights: PRPOWeights, format_weight: float,
-                  accuracy_weight: float, preference_group: int | None, accuracy: str) -> BatchRewards:
+                  accuracy_weight: float, preference_group: int | None, accuracy: str,
+                  datasets: list[str] | None = None) -> BatchRewards:
     """One step's answers texts [B][K], MOS [B] and each item's task [B] -> every term and the total.
 
     The terms are "total", "accuracy", "format" and every PRPO term. A batch that mixes tasks is scored per task,
     so the preference branch compares images with images and videos with videos; a term one task does not have
-    (rank_to_mos for VQA) is 0 on its rows.
+    (rank_to_mos for VQA) is 0 on its rows. With each item's dataset [B], it compares within each dataset only
+    (MOS scales of two datasets need not agree).
     """
     if accuracy not in ACCURACY_REWARDS:
         raise ValueError(f"reward.accuracy {accuracy!r} is not one of {ACCURACY_REWARDS}")
@@ -237,8 +239,10 @@ def batch_rewards(texts: list[list[str]], mos, tasks: list[str], weights: PRPOWe
     shape = (len(texts), len(texts[0]) if texts else 0)
     terms: dict[str, np.ndarray] = {}
     predictions, parsed = np.zeros(shape), np.zeros(shape)
-    for task in sorted(set(tasks)):
-        rows = np.flatnonzero(np.asarray(tasks) == task)
+    labels = [f"{task}\0{dataset}" for task, dataset in zip(tasks, datasets or [""] * len(tasks))]
+    for label in sorted(set(labels)):
+        task = label.split("\0")[0]
+        rows = np.flatnonzero(np.asarray(labels) == label)
         group = [texts[i] for i in rows]
         vectors = parse_answers(group, task)
         parts = reward_components(vectors, mos[rows], task, weights, preference_group)

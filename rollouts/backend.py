@@ -49,13 +49,14 @@ class SamplingSettings:
 
 @dataclass
 class RolloutRequest:
-    """One item to answer: its pictures (PIL RGB), the chat messages with one slot per picture, and its
-    task (iqa | vqa: the question the messages ask, and how the answers are read and rewarded)."""
+    """One item to answer: its pictures (PIL RGB), the chat messages with one slot per picture, its task (iqa |
+    vqa: the question the messages ask, and how the answers are read and rewarded) and its manifest's dataset."""
 
     item_id: str
     images: list
     messages: list[dict]
     task: str  # iqa | vqa
+    dataset: str = ""
 
 
 @dataclass

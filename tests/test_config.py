@@ -87,3 +87,31 @@ def test_vllm_and_importance_sampling_options_are_checked_at_start(overrides, me
         load_config(ROOT / "configs" / "local.yaml", overrides)
     # the GPU layouts themselves load: vLLM rollouts, NCCL weight transfer
     assert load_config(ROOT / "configs" / "gpu-8.yaml").rollout.vllm.weight_sync == "nccl"
+
+
+TWO = "trainer.stages=[{name: explore, steps: 100, overrides: %s}, {name: settle, steps: 100}]"
+
+
+@pytest.mark.parametrize("stages, message", [
+    (TWO % "{data: {question: pool}, rollout: {temperature: 0.9}}", None),
+    ("trainer.stages=[{name: explore, steps: 10}]", "add up to 10 but trainer.steps is 200"),
+    (TWO % "{learner: {lr: 1.0}}", r"trainer.stages\[0\] \(explore\).overrides.learner.lr' cannot change between"),
+    (TWO % "{rollout: {group_size: 3}}", "rollout.group_size' cannot change"),
+    (TWO % "{rollout: {temprature: 0.9}}", "rollout.temprature is not a config key"),
+    (TWO % "{data: {question: some}}", r"trainer.stages\[0\] \(explore\): config key 'data.question' is 'some'"),
+    (TWO % "{reward: {preference_chunk: 0}}", r"\(explore\): config key 'reward.preference_chunk' must be"),
+])
+def test_stages_are_checked_at_start_naming_the_stage_and_key(stages, message):
+    if message is None:
+        from launch.trainer.stages import run_stages, stage_at
+
+        cfg = load_config(ROOT / "configs" / "local.yaml", [stages])
+        resolved = run_stages(cfg)
+        assert [(s.number, s.first_step, s.last_step) for s in resolved] == [(1, 1, 100), (2, 101, 200)]
+        first, second = stage_at(resolved, 100).cfg, stage_at(resolved, 101).cfg
+        assert (first.data.question, second.data.question) == ("pool", "single")
+        assert (first.rollout.temperature, second.rollout.temperature) == (0.9, 0.6)
+        assert "data.question=pool, rollout.temperature=0.9" in resolved[0].announce(2)
+        return
+    with pytest.raises(ConfigError, match=message):
+        load_config(ROOT / "configs" / "local.yaml", [stages])

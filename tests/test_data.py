@@ -1,5 +1,7 @@
 """Manifests, media, batches and the generated data set."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -82,3 +84,52 @@ def test_generated_set_labels_and_splits(generated_data):
     dark = data[(data["distortion"] == "darken") & (data["reference"] == "coffee-0")].sort_values("level")
     means = [np.asarray(load_image(p)).mean() for p in dark["path"]]
     assert np.all(np.diff(means) < 0)
+
+
+def test_mixed_sampler_weighs_datasets_and_resumes_where_it_stopped():
+    from qadata.sampler import MixedSampler, training_sampler
+
+    datasets = ["a"] * 30 + ["b"] * 10
+    whole = MixedSampler(datasets, {"a": 1.0, "b": 3.0}, seed=5)
+    expected = [whole.take(8) for _ in range(10)]
+    drawn = [datasets[i] for batch in expected for i in batch]
+    assert 0.65 < drawn.count("b") / len(drawn) < 0.85  # 3:1 by weight, though b has a third of a's items
+    first = MixedSampler(datasets, {"a": 1.0, "b": 3.0}, seed=5)
+    got = [first.take(8) for _ in range(3)]
+    resumed = MixedSampler(datasets, {"a": 1.0, "b": 3.0}, seed=5)
+    resumed.load_state(first.state())
+    assert got + [resumed.take(8) for _ in range(7)] == expected
+    # b's 10 items come once each per b-epoch
+    b_draws = [i for batch in expected for i in batch if datasets[i] == "b"]
+    assert sorted(b_draws[:10]) == list(range(30, 40))
+    only_a = training_sampler(datasets, {"a": 1.0, "b": 0.0}, 0)
+    assert all(datasets[i] == "a" for i in only_a.take(20))
+    assert isinstance(training_sampler(datasets, {}, 0), BatchSampler)
+    for mix, named in [({"a": 1.0}, "not weighed ['b']"), ({"a": 1.0, "b": 1.0, "c": 1.0}, "manifest ['c']"),
+                       ({"a": 0.0, "b": 0.0}, "weights"), ({"a": 1.0, "b": -1.0}, ">= 0")]:
+        with pytest.raises(ValueError, match=named.replace("[", r"\[").replace("]", r"\]")):
+            training_sampler(datasets, mix, 0)
+
+
+def test_merged_manifests_keep_every_item_once_and_refuse_a_file_listed_twice(tmp_path):
+    from launch.build_manifest import main
+
+    for name in ("a.png", "b.png", "c.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    write_manifest(frame(path=["a.png", "../b.png"]), tmp_path / "one" / "m.parquet")
+    (tmp_path / "one" / "a.png").write_bytes((tmp_path / "a.png").read_bytes())
+    write_manifest(frame(path=[str(tmp_path / "c.png"), "../b.png"], dataset=["e", "e"], split=["train", "train"]),
+                   tmp_path / "two" / "m.parquet")
+    with pytest.raises(SystemExit, match=r"b.png is listed twice \(a train/test overlap\).*one/m.parquet row 1 "
+                                         r"\(split test\).*two/m.parquet row 1 \(split train\)"):
+        main(["--merge", str(tmp_path / "one" / "m.parquet"), str(tmp_path / "two" / "m.parquet"),
+              "--out", str(tmp_path / "merged.parquet")])
+    write_manifest(frame(path=[str(tmp_path / "c.png")], mos=[2.0], dataset=["e"], split=["train"], kind=["image"]),
+                   tmp_path / "two" / "m.parquet")
+    main(["--merge", str(tmp_path / "one" / "m.parquet"), str(tmp_path / "two" / "m.parquet"),
+          "--out", str(tmp_path / "out" / "merged.parquet")])
+    merged = read_manifest(tmp_path / "out" / "merged.parquet")
+    ids = [item.item_id for item in items(merged, "all")]
+    assert len(set(ids)) == 3 and sorted(merged["dataset"]) == ["d", "d", "e"]
+    assert sorted(str(Path(p).resolve()) for p in merged["path"]) == sorted(
+        str((tmp_path / p).resolve()) for p in ("one/a.png", "b.png", "c.png"))

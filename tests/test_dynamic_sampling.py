@@ -37,19 +37,20 @@ class Items:
 
 class Reward:
     def __init__(self):
-        self.worker, self.calls = RewardWorker(reward_section(accuracy="absolute_error")), 0
+        self.worker = RewardWorker(reward_section())
 
-    def score(self, answers, mos, tasks):
-        self.calls += 1
-        return self.worker.score([[c.text for c in row] for row in answers], mos, tasks)
+    def score(self, answers, mos, tasks, reward=None, datasets=None):
+        return self.worker.score([[c.text for c in row] for row in answers], mos, tasks, reward, datasets)
 
 
 def stand_in_run(items: Items, min_std: float, max_extra: int):
-    cfg = base_config(f"algorithm.dynamic_sampling.min_reward_std={min_std}",
+    cfg = base_config("reward.accuracy=absolute_error", f"algorithm.dynamic_sampling.min_reward_std={min_std}",
                       f"algorithm.dynamic_sampling.max_extra_items={max_extra}")
     sampler = BatchSampler(items.n, 0)
     return SimpleNamespace(cfg=cfg, sampler=sampler, data=items, roles=SimpleNamespace(rollouts=items, reward=Reward()),
-                           sampling=lambda step, round_=0: SimpleNamespace(seed=1000 * step + round_))
+                           sampling=lambda step, round_=0: SimpleNamespace(seed=1000 * step + round_),
+                           stage=lambda step: SimpleNamespace(cfg=cfg),
+                           draw=lambda step, size: items.batch(sampler, size))
 
 
 def first_round(run, size):
@@ -63,7 +64,7 @@ def test_flat_groups_give_way_to_the_next_items_until_the_batch_is_whole():
     requests, mos, answers, refill = refilled(run, 7, *first_round(run, 8))
     assert len(requests) == len(mos) == len(answers) == 8
     assert all(int(r.item_id) % 2 == 1 for r in requests)  # every group kept differs
-    assert [m for m in mos] == [1.0 + 4 * int(r.item_id) / 40 for r in requests]  # MOS stay with their items
+    assert mos == [1.0 + 4 * int(r.item_id) / 40 for r in requests]  # MOS stay with their items
     assert refill.shortfall == 0 and refill.padded == 0 and refill.flat_groups == refill.extra_items
     assert run.sampler.state()["position"] == 8 + refill.extra_items
     assert [seed for _, seed in items.generated] == [7000 + r for r in range(refill.rounds + 1)]

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from actors.reward import RewardWorker
 from helpers import reward_section
 from rewards import answer_format, prpo
 from rewards.prpo_literal import literal_pairwise, literal_triplet_ranking
@@ -177,3 +178,29 @@ def test_a_constant_answer_earns_less_preference_than_the_right_order():
     assert prpo.reward_components(ordered, mos, "vqa", W)["preference"].mean() > (
         prpo.reward_components(constant, mos, "vqa", W)["preference"].mean() + 0.1
     )
+
+
+def test_every_wording_of_the_question_asks_for_the_same_answer():
+    for task, wordings in answer_format.QUESTIONS.items():
+        assert answer_format.question_for(task) == wordings[0] and len(set(wordings)) == len(wordings) >= 3
+        parts = answer_format.IQA_ASPECTS if task == "iqa" else answer_format.VQA_SCORES
+        for text in wordings:
+            for piece in ("between 1 and 5", "two decimals", "<think></think>", "<answer></answer>", "one per line"):
+                assert piece in text, (task, piece, text)
+            where = [text.find(part) for part in parts]
+            assert -1 not in where and where == sorted(where), (task, text)  # every part, in the answer's order
+    picks = [answer_format.wording_for(f"d:{i}", 7, "iqa") for i in range(200)]
+    assert picks == [answer_format.wording_for(f"d:{i}", 7, "iqa") for i in range(200)]
+    assert set(picks) == set(range(len(answer_format.QUESTIONS["iqa"])))
+    assert picks != [answer_format.wording_for(f"d:{i}", 8, "iqa") for i in range(200)]
+
+
+def test_preferences_within_each_dataset_ignore_the_other_datasets_items():
+    texts = [[answer_format.format_answer("x", [s + k / 2] * 5) for k in range(3)] for s in (1.0, 2.0, 4.0, 3.0)]
+    mos = [1.5, 2.5, 4.5, 2.0]
+    apart = RewardWorker(reward_section(preference_scope="dataset"))
+    mixed = apart.score(texts, mos, ["iqa"] * 4, datasets=["a", "a", "b", "b"])
+    alone = apart.score(texts[:2], mos[:2], ["iqa"] * 2, datasets=["a", "a"])
+    assert np.allclose(mixed.terms["total"][:2], alone.terms["total"])
+    together = RewardWorker(reward_section()).score(texts, mos, ["iqa"] * 4, datasets=["a", "a", "b", "b"])
+    assert not np.allclose(together.terms["total"][:2], alone.terms["total"])

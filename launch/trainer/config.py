@@ -25,6 +25,7 @@ from launch.trainer.health import SIGNAL_METRICS, VALIDATION_SIGNALS
 from models.loading import DTYPES
 from qadata.requests import DATA_TASKS
 from qadata.video import DECODERS
+from rewards.answer_format import QUESTION_CHOICES
 from rewards.prpo import ACCURACY_REWARDS
 from rollouts.vllm_backend import ON_OVERSIZED, WEIGHT_SYNCS
 
@@ -64,6 +65,8 @@ class DataConfig:
     train_split: str = MISSING
     eval_split: str = MISSING
     eval_limit: Optional[int] = MISSING
+    question: str = MISSING
+    mix: dict[str, float] = MISSING
 
 
 @dataclass
@@ -172,8 +175,16 @@ class LearnerConfig:
 
 
 @dataclass
+class StageConfig:
+    name: str = MISSING
+    steps: int = MISSING
+    overrides: dict[str, Any] = field(default_factory=dict)  # nested like the config, only STAGE_KEYS; may be left out
+
+
+@dataclass
 class TrainerConfig:
     steps: int = MISSING
+    stages: list[StageConfig] = MISSING
     batch_size: int = MISSING
     log_every: int = MISSING
     eval_every: int = MISSING
@@ -285,7 +296,16 @@ CHOICES = {
     "placement.strategy": PLACEMENT_STRATEGIES,
     "video.decoder": tuple(DECODERS),
     "eval.readout": READOUTS,
+    "data.question": QUESTION_CHOICES,
 }
+# What a stage of trainer.stages may change (a key, or a section's keys with a trailing dot): what the prompts ask,
+# how answers are sampled and rewarded, which groups are kept. The learner's shape (batch, group size, ranks,
+# its optimizer and loss settings) stays one for the whole run, as does the lr schedule (over trainer.steps).
+STAGE_KEYS = ("data.question", "rollout.temperature", "rollout.top_p", "rollout.top_k", "rollout.max_new_tokens",
+              "reward.accuracy", "reward.preference_scope", "reward.preference_chunk", "reward.format_weight",
+              "reward.accuracy_weight", "reward.std_margin", "reward.std_penalty", "reward.triplet_balance",
+              "reward.rank_to_mos", "reward.pairwise", "reward.triplet_ranking", "algorithm.advantage",
+              "algorithm.advantage_eps", "algorithm.dynamic_sampling.", "algorithm.variance_weighting")
 AT_LEAST_ONE = (
     "rollout.num_actors",
     "rollout.group_size",
@@ -497,6 +517,7 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
         raise ConfigError(f"{BASE_CONFIG} not found: preresq reads its defaults from the repository's configs/, "
                           "so install it from a clone with `pip install -e .` (make env does)")
     config = _merge(config, _load_yaml(BASE_CONFIG), str(BASE_CONFIG.name))
+    OmegaConf.set_struct(config.data.mix, False)  # its keys are the datasets'
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file() and not path.is_absolute() and (BASE_CONFIG.parents[1] / path).is_file():
@@ -514,6 +535,13 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
             raise ConfigError(f"command line: an override is not valid ({problem}): {' '.join(overrides)}") from None
         config = _merge(config, dotlist, "command line")
+    _check(config)
+    _check_stages(config)
+    return config
+
+
+def _check(config: DictConfig) -> None:
+    """Every value of a merged config against its choices, ranges and the rules across keys."""
     missing = sorted(OmegaConf.missing_keys(config))
     if missing:
         raise ConfigError(f"config keys without a value: {', '.join(missing)}")
@@ -532,7 +560,47 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] | No
             "trainer.batch_size x rollout.group_size must divide evenly over learner.num_ranks "
             f"({config.trainer.batch_size} x {config.rollout.group_size} over {config.learner.num_ranks})"
         )
-    return config
+
+
+def _check_stages(config: DictConfig) -> None:
+    stages = config.trainer.stages
+    if not stages:
+        return
+    total, names = sum(stage.steps for stage in stages), [stage.name for stage in stages]
+    if total != config.trainer.steps:
+        raise ConfigError(f"config key 'trainer.stages': the stages' steps add up to {total} but trainer.steps is "
+                          f"{config.trainer.steps}: make them equal (the lr schedule runs over trainer.steps)")
+    if len(set(names)) != len(names) or min(stage.steps for stage in stages) < 1:
+        raise ConfigError(f"config key 'trainer.stages': each stage needs a name of its own and at least 1 step, "
+                          f"got {[(stage.name, stage.steps) for stage in stages]}")
+    for index in range(len(stages)):
+        stage_config(config, index)
+
+
+def stage_config(config: DictConfig, index: int) -> DictConfig:
+    """The run's config as stage `index` of trainer.stages sees it (its overrides applied, checked)."""
+    stage = config.trainer.stages[index]
+    where = f"trainer.stages[{index}] ({stage.name})"
+    overrides = OmegaConf.to_container(stage.overrides)
+    for key, _ in dotted_items(overrides):
+        if OmegaConf.select(config, key, default=MISSING) == MISSING:
+            raise ConfigError(f"config key '{where}.overrides.{key}': {key} is not a config key")
+        if not (key in STAGE_KEYS or key.startswith(tuple(k for k in STAGE_KEYS if k.endswith(".")))):
+            raise ConfigError(f"config key '{where}.overrides.{key}' cannot change between stages; a stage may "
+                              f"change only {', '.join(k + '*' if k.endswith('.') else k for k in STAGE_KEYS)}")
+    merged = _merge(config, overrides, where)
+    try:
+        _check(merged)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    return merged
+
+
+def dotted_items(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested dict as (dotted key, value) pairs: {"a": {"b": 1}} -> [("a.b", 1)]."""
+    if not isinstance(node, dict):
+        return [(prefix[:-1], node)]
+    return [pair for name, value in node.items() for pair in dotted_items(value, f"{prefix}{name}.")]
 
 
 def typed(section):
@@ -545,7 +613,7 @@ def flatten(config: DictConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
+        if isinstance(node, dict) and node:  # an empty mapping (data.mix: {}) is a value
             for key, value in node.items():
                 walk(value, f"{prefix}{key}.")
         else:

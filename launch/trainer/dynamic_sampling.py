@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from actors.grpo_objective import informative_groups
+from launch.trainer.config import typed
 from rollouts.backend import Completion
 
 
@@ -34,17 +35,18 @@ class Refill:
 def refilled(run, step: int, requests: list, mos: list[float], answers: list) -> tuple[list, list, list, Refill]:
     """The batch with its flat groups replaced by informative ones from the next items (`run`: the TrainingRun;
     requests [B], mos [B], answers [B][G]); returns the final requests, MOS, answers and what it took."""
-    cfg, size = run.cfg.algorithm.dynamic_sampling, len(requests)
+    stage = run.stage(step).cfg
+    cfg, size, reward = stage.algorithm.dynamic_sampling, len(requests), typed(stage.reward)
     kept, flat = [], []  # (request, mos, answers) in the order drawn
-    sieve(run, requests, mos, answers, cfg.min_reward_std, kept, flat)
+    sieve(run, requests, mos, answers, cfg.min_reward_std, reward, kept, flat)
     rounds = extra = 0
     while len(kept) < size and extra < cfg.max_extra_items:
         rounds += 1
         more = min(size - len(kept), cfg.max_extra_items - extra)
-        new_requests, new_mos = run.data.batch(run.sampler, more)
+        new_requests, new_mos = run.draw(step, more)
         extra += len(new_requests)
         sieve(run, new_requests, new_mos, run.roles.rollouts.generate(new_requests, run.sampling(step, rounds)),
-              cfg.min_reward_std, kept, flat)
+              cfg.min_reward_std, reward, kept, flat)
     shortfall = max(size - len(kept), 0)
     if not kept:
         return requests, mos, answers, Refill(rounds, extra, len(flat), shortfall, 0)
@@ -53,14 +55,16 @@ def refilled(run, step: int, requests: list, mos: list[float], answers: list) ->
     return [f[0] for f in final], [f[1] for f in final], [f[2] for f in final], refill
 
 
-def sieve(run, requests: list, mos: list[float], answers: list, min_std: float, kept: list, flat: list) -> None:
+def sieve(run, requests: list, mos: list[float], answers: list, min_std: float, reward, kept: list,
+          flat: list) -> None:
     """Each answered item to `kept` when its group's rewards (scored among this round's items) differ, else to
     `flat`; an item the engine skipped goes to `flat` too (it has nothing to learn from)."""
     answered = [i for i, row in enumerate(answers) if not any(c.skipped for c in row)]
     informative = set()
     if answered:
         rewards = run.roles.reward.score([answers[i] for i in answered], [mos[i] for i in answered],
-                                         [requests[i].task for i in answered])
+                                         [requests[i].task for i in answered], reward,
+                                         [requests[i].dataset for i in answered])
         differ = informative_groups(torch.tensor(rewards.terms["total"]), min_std)
         informative = {i for i, keep in zip(answered, differ.tolist()) if keep}
     for i, row in enumerate(answers):

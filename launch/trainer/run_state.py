@@ -35,6 +35,7 @@ def trainer_state(run, step: int) -> dict:
     depend on."""
     return {
         "step": step,
+        "stage": run.stage(step).number,
         "sampler": run.sampler.state(),
         "rng": {"torch": torch.get_rng_state().tolist(), "seed": run.cfg.run.seed},
         "mlflow_run_id": run.tracker.run_id,

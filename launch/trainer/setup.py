@@ -31,7 +31,6 @@ from launch.trainer.training_run import TrainingRun
 from models.processor import require_model_folder
 from qadata.manifest import ManifestError
 from qadata.requests import RunData
-from qadata.sampler import BatchSampler
 
 
 def read_inputs(argv: list[str] | None, description: str):
@@ -116,7 +115,7 @@ def start_run(cfg, data: RunData) -> TrainingRun:
         print(f"roles' nodes: learner ranks {[n[:12] for n in nodes['learners']]}, rollout actors "
               f"{[n[:12] for n in nodes['rollouts']]}, reward actor {nodes['reward'][:12]}", flush=True)
     run = TrainingRun(cfg, data, roles, tracker, checkpoints, snapshots,
-                      BatchSampler(len(data.train), cfg.run.seed),
+                      data.sampler(cfg.run.seed),
                       HealthGuard(cfg.health), RunRecord(), 0,
                       startup.seconds, lock=lock, samples=sample_tables(cfg, tracker, data))
     if state:
