@@ -1,14 +1,22 @@
-"""What the default CPU task learns, per reward, over several seeds: the PRPO ablation and its null control.
+"""What the default CPU task learns, per arm, over several seeds: the PRPO ablation, its null control, and how
+far each final policy generalises.
 
-    python benchmarks/learning.py                       # 4 arms x seeds 0 1 2 (about 70 min on 2 cores)
-    python benchmarks/learning.py --arms prpo null --seeds 0
+    python benchmarks/learning.py                       # every arm: 6 seeds of prpo and null, 3 of the others
+    python benchmarks/learning.py --arms prpo null --seeds 0 1 2 3 4 5    # the default job's table
+    python benchmarks/learning.py --arms two_stage --seeds 2              # one arm, one seed (resumable)
     python benchmarks/learning.py --lr-multiples 4 10 100 --arms --seeds 0   # only the learning-rate stress
 
 Each run is `make train`'s job (launch/grpo.py --config configs/local.yaml) with the arm's overrides, then
-launch/evaluate.py on its final policy for the mean of 6 sampled answers per held-out image. Arms:
+launch/evaluate.py on its final policy: the mean of 6 sampled answers per held-out image of the training set's
+test split, and the generalisation columns, read with the expected readout (deterministic; a tiny model's greedy
+answers can tie across a small set): the CI-size generated benchmark's held-out photo (other content than any
+training image) under the four global distortion types training saw, and, separately, its distortion types
+training never saw (blur, noise, compression, ...). Arms:
   prpo           the default reward (response + preference branches, format)
   abs_error      1 - |x - MOS| / 4 alone (no response or preference terms), with the format reward
   no_preference  PRPO without the preference branch (pairwise and triplet-ranking weights 0)
+  two_stage      PRPO in the paper's two stages: 100 steps asking a paraphrase per item, then 100 on the question
+  dynamic        PRPO with dynamic sampling (flat groups refilled, up to 8 extra items a step)
   null           PRPO with MOS shuffled across training images: what chance looks like
 `--lr-multiples` also runs the PRPO arm at that many times configs/local.yaml's learning rate, which must
 end healthy (through rollbacks) or stop non-zero naming the failure.
@@ -36,9 +44,34 @@ ARMS = {
     "prpo": [],
     "abs_error": ["reward.accuracy=absolute_error"],
     "no_preference": ["reward.pairwise=0", "reward.triplet_ranking=0"],
+    "two_stage": ["trainer.stages=[{name: explore, steps: 100, overrides: {data: {question: pool}}}, "
+                  "{name: settle, steps: 100}]"],
+    "dynamic": ["algorithm.dynamic_sampling.enabled=true", "algorithm.dynamic_sampling.max_extra_items=8"],
     "null": ["run.shuffle_labels=true"],
 }
+SEEDS = {"prpo": 6, "null": 6}  # seeds 0..n-1 of each arm by default; 3 for the others
 MANIFEST = ROOT / "artifacts" / "data" / "generated" / "manifest.parquet"
+COLLAPSED = 0.05  # held-out prediction std under this: one score for every image (health.val_spread.min)
+
+
+def generalisation_sets(out: Path) -> dict[str, Path]:
+    """The CI-size generated benchmark's held-out photo split into the distortion types training saw and the
+    rest (its held-out type included): {"seen_types": manifest, "unseen_types": manifest}."""
+    from qadata.benchmark_set import ci_benchmark
+    from qadata.generated import DISTORTIONS
+    from qadata.manifest import read_manifest, write_manifest
+
+    folder = out / "generalisation"
+    sets = {"seen_types": folder / "seen_types.parquet", "unseen_types": folder / "unseen_types.parquet"}
+    if all(path.is_file() for path in sets.values()):
+        return sets
+    frame = read_manifest(ci_benchmark(folder / "ci"))
+    images = frame[(frame["kind"] == "image") & frame["split"].isin(["test", "unseen_type"])]
+    seen = images["distortion"].isin(list(DISTORTIONS)) & (images["split"] == "test")
+    columns = ["path", "mos", "dataset", "split", "kind", "distortion", "level"]
+    write_manifest(images[seen][columns].assign(split="test"), sets["seen_types"])
+    write_manifest(images[~seen][columns].assign(split="test"), sets["unseen_types"])
+    return sets
 
 
 def run(command: list[str], log: Path) -> int:
@@ -47,8 +80,16 @@ def run(command: list[str], log: Path) -> int:
         return subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
 
 
-def train_and_evaluate(name: str, overrides: list[str], out: Path, extra: list[str]) -> dict:
-    """One training run and its mean-of-6 evaluation; the record of both (read back if already done)."""
+def evaluate(policy: Path, manifest: Path, folder: Path, readout: list[str]) -> dict:
+    run([sys.executable, "launch/evaluate.py", "--model", str(policy), "--config", "configs/local.yaml",
+         "--manifest", str(manifest), "--split", "test", *readout, "--max-new-tokens", "64", "--seed", "0",
+         "--baseline", "none", "--no-tracking", "--threads", "2", "--output-dir", str(folder)],
+        folder.with_suffix(".log"))
+    return json.loads((folder / "summary.json").read_text())["results"][0]
+
+
+def train_and_evaluate(name: str, overrides: list[str], out: Path, extra: list[str], sets: dict[str, Path]) -> dict:
+    """One training run and its evaluations; the record of all (read back if already done)."""
     folder = out / name
     record_path = folder / "record.json"
     if record_path.is_file():
@@ -67,15 +108,15 @@ def train_and_evaluate(name: str, overrides: list[str], out: Path, extra: list[s
     after = summary.get("val_after") or {}
     record.update(greedy_srcc=after.get("srcc"), greedy_plcc=after.get("plcc"),
                   scored_share=(after["scored"] / after["items"]) if after.get("items") else None)
+    record.update(greedy_std=after.get("prediction_std"))
     if (folder / "policy").is_dir():
-        eval_dir = folder / "eval-mean6"
-        run([sys.executable, "launch/evaluate.py", "--model", str(folder / "policy"), "--config", "configs/local.yaml",
-             "--manifest", str(MANIFEST),
-             "--split", "test", "--samples", "6", "--temperature", "0.6", "--max-new-tokens", "64", "--seed", "0",
-             "--baseline", "none", "--no-tracking", "--threads", "2", "--output-dir", str(eval_dir)],
-            folder / "eval.log")
-        result = json.loads((eval_dir / "summary.json").read_text())["results"][0]
-        record.update(mean6_srcc=result.get("srcc"), mean6_plcc=result.get("plcc"))
+        result = evaluate(folder / "policy", MANIFEST, folder / "eval-mean6",
+                          ["--samples", "6", "--temperature", "0.6"])
+        record.update(mean6_srcc=result.get("srcc"), mean6_plcc=result.get("plcc"),
+                      mean6_std=result.get("prediction_std"))
+        for label, manifest in sets.items():
+            result = evaluate(folder / "policy", manifest, folder / f"eval-{label}", ["--readout", "expected"])
+            record.update({f"{label}_srcc": result.get("srcc"), f"{label}_plcc": result.get("plcc")})
     record_path.write_text(json.dumps(record, indent=2))
     return record
 
@@ -87,6 +128,11 @@ def mean_sd(values: list) -> str:
     mean = sum(values) / len(values)
     sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
     return f"{mean:.3f} ± {sd:.3f}"
+
+
+def collapsed(record: dict) -> bool:
+    """One score for every held-out image (mean of 6), or no policy to ask."""
+    return record.get("mean6_std") is None or record["mean6_std"] < COLLAPSED
 
 
 def fmt(value) -> str:
@@ -121,24 +167,33 @@ def plot(records: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def report(arms: dict[str, list[dict]], stress: list[dict], out: Path, seeds: list[int]) -> str:
+def report(arms: dict[str, list[dict]], stress: list[dict], out: Path) -> str:
     lines = [f"# Learning benchmark ({date.today()}; {machine()})", "",
-             f"configs/local.yaml, seeds {', '.join(map(str, seeds))}; held-out: the test split (160 images of "
+             "configs/local.yaml with each arm's overrides, seeds 0..n-1; held-out: the test split (160 images of "
              "4 photos never trained on). Mean of 6: 6 answers per image at T = 0.6, evaluation seed 0.", "",
-             "| arm | greedy SRCC | greedy PLCC | mean-of-6 SRCC | mean-of-6 PLCC | format rate (last 10%) | "
-             "rollbacks | failed runs |", "|---|---|---|---|---|---|---|---|"]
+             "Generalisation (expected readout): the CI-size generated benchmark's held-out photo under the 4 global "
+             "distortion types training saw (24 images), and under the types it never saw (54 images: blur, noise, "
+             "JPEG, JPEG2000, quantization, pixelate).", "",
+             "| arm | seeds | greedy SRCC | mean-of-6 SRCC | mean-of-6 PLCC | other photo, seen types SRCC | "
+             "unseen types SRCC | format rate (last 10%) | rollbacks | failed runs | collapsed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, runs in arms.items():
-        lines.append(f"| {arm} | {mean_sd([r['greedy_srcc'] for r in runs])} | "
-                     f"{mean_sd([r['greedy_plcc'] for r in runs])} | {mean_sd([r.get('mean6_srcc') for r in runs])} | "
+        lines.append(f"| {arm} | {len(runs)} | {mean_sd([r['greedy_srcc'] for r in runs])} | "
+                     f"{mean_sd([r.get('mean6_srcc') for r in runs])} | "
                      f"{mean_sd([r.get('mean6_plcc') for r in runs])} | "
+                     f"{mean_sd([r.get('seen_types_srcc') for r in runs])} | "
+                     f"{mean_sd([r.get('unseen_types_srcc') for r in runs])} | "
                      f"{mean_sd([r['format_rate_last'] for r in runs])} | {sum(r['rollbacks'] for r in runs)} | "
-                     f"{sum(r['exit_code'] != 0 for r in runs)} of {len(runs)} |")
-    lines += ["", "Per run:", "", "| run | exit | greedy SRCC | mean-of-6 SRCC | held-out scored | rollbacks | "
-              "minutes |", "|---|---|---|---|---|---|---|"]
+                     f"{sum(r['exit_code'] != 0 for r in runs)} of {len(runs)} | "
+                     f"{sum(collapsed(r) for r in runs)} of {len(runs)} |")
+    lines += ["", "Per run:", "", "| run | exit | greedy SRCC | mean-of-6 SRCC | mean-of-6 std | seen types | "
+              "unseen types | held-out scored | rollbacks | minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
     for runs in list(arms.values()) + [stress]:
         for r in runs:
             lines.append(f"| {r['name']} | {r['exit_code']} | {fmt(r['greedy_srcc'])} | {fmt(r.get('mean6_srcc'))} | "
-                         f"{fmt(r['scored_share'])} | {r['rollbacks']} | {r['train_seconds'] / 60:.1f} |")
+                         f"{fmt(r.get('mean6_std'))} | {fmt(r.get('seen_types_srcc'))} | "
+                         f"{fmt(r.get('unseen_types_srcc'))} | {fmt(r['scored_share'])} | {r['rollbacks']} | "
+                         f"{r['train_seconds'] / 60:.1f} |")
     for r in stress:
         if r["failure"]:
             lines += ["", f"{r['name']} stopped: {r['failure'].strip()}"]
@@ -146,8 +201,9 @@ def report(arms: dict[str, list[dict]], stress: list[dict], out: Path, seeds: li
     (out / "results.md").write_text(text)
     rows = [r for runs in list(arms.values()) + [stress] for r in runs]
     with (out / "results.csv").open("w", newline="") as f:
-        keys = ["name", "exit_code", "greedy_srcc", "greedy_plcc", "mean6_srcc", "mean6_plcc", "scored_share",
-                "format_rate_last", "rollbacks", "train_seconds"]
+        keys = ["name", "exit_code", "greedy_srcc", "greedy_plcc", "mean6_srcc", "mean6_plcc", "mean6_std",
+                "seen_types_srcc", "unseen_types_srcc", "scored_share", "format_rate_last", "rollbacks",
+                "train_seconds"]
         writer = csv.DictWriter(f, keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -159,7 +215,8 @@ def report(arms: dict[str, list[dict]], stress: list[dict], out: Path, seeds: li
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="seeds of every arm (default: 0-5 for prpo and null, 0-2 for the others)")
     p.add_argument("--lr-multiples", nargs="*", type=float, default=[],
                    help="also run PRPO (first seed) at these multiples of configs/local.yaml's learner.lr")
     p.add_argument("--out", default="artifacts/learning")
@@ -171,25 +228,27 @@ def main() -> None:
     from launch.trainer.config import load_config
 
     base_lr = load_config(ROOT / "configs" / "local.yaml", args.set).learner.lr
+    sets = generalisation_sets(out)
     arms: dict[str, list[dict]] = {}
     for arm in args.arms:
-        for seed in args.seeds:
+        for seed in args.seeds if args.seeds is not None else range(SEEDS.get(arm, 3)):
             name = f"{arm}-seed{seed}"
             print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
-            record = train_and_evaluate(name, [*ARMS[arm], f"run.seed={seed}"], out, args.set)
+            record = train_and_evaluate(name, [*ARMS[arm], f"run.seed={seed}"], out, args.set, sets)
             arms.setdefault(arm, []).append(record)
             print(f"  exit {record['exit_code']}, greedy SRCC {fmt(record['greedy_srcc'])}, mean of 6 "
                   f"{fmt(record.get('mean6_srcc'))}, rollbacks {record['rollbacks']}", flush=True)
     stress = []
     for multiple in args.lr_multiples:
-        name = f"prpo-lr{multiple:g}x-seed{args.seeds[0]}"
+        seed = args.seeds[0] if args.seeds else 0
+        name = f"prpo-lr{multiple:g}x-seed{seed}"
         print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
-        record = train_and_evaluate(name, [f"run.seed={args.seeds[0]}", f"learner.lr={base_lr * multiple:g}"],
-                                    out, args.set)
+        record = train_and_evaluate(name, [f"run.seed={seed}", f"learner.lr={base_lr * multiple:g}"], out, args.set,
+                                    sets)
         stress.append(record)
         print(f"  exit {record['exit_code']}, held-out scored {fmt(record['scored_share'])}, rollbacks "
               f"{record['rollbacks']}", flush=True)
-    print(report(arms, stress, out, args.seeds))
+    print(report(arms, stress, out))
 
 
 if __name__ == "__main__":
