@@ -79,6 +79,8 @@ def test_learner_step_follows_the_advantage(learner, requests_, sign):
 
     # On-policy: the sampling log-probs are the current ones (importance ratio 1).
     samples = [TrainSample(request.images, request.messages, tokens, sign, logprobs().tolist(), 0)] * 3
+    # A padded place (a skipped prompt, or dynamic sampling's shortfall): no tokens, advantage 0.
+    samples.append(TrainSample(requests_[0][1].images, requests_[0][1].messages, [], 0.0, [], 1))
     before = logprob()
     stats = learner.train_step(samples, learner.settings.lr)
     after = logprob()
