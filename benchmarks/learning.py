@@ -32,6 +32,7 @@ import csv
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -85,7 +86,13 @@ def evaluate(policy: Path, manifest: Path, folder: Path, readout: list[str]) -> 
          "--manifest", str(manifest), "--split", "test", *readout, "--max-new-tokens", "64", "--seed", "0",
          "--baseline", "none", "--no-tracking", "--threads", "2", "--output-dir", str(folder)],
         folder.with_suffix(".log"))
-    return json.loads((folder / "summary.json").read_text())["results"][0]
+    return {**json.loads((folder / "summary.json").read_text())["results"][0], "prediction_std": spread(folder)}
+
+
+def spread(folder: Path) -> float | None:
+    """The std of an evaluation's item scores (`folder`/predictions.json); None when none was scored."""
+    scores = [p["score"] for p in json.loads((folder / "predictions.json").read_text()) if p["score"] is not None]
+    return statistics.pstdev(scores) if scores else None
 
 
 def train_and_evaluate(name: str, overrides: list[str], out: Path, extra: list[str], sets: dict[str, Path]) -> dict:
@@ -93,7 +100,10 @@ def train_and_evaluate(name: str, overrides: list[str], out: Path, extra: list[s
     folder = out / name
     record_path = folder / "record.json"
     if record_path.is_file():
-        return json.loads(record_path.read_text())
+        record = json.loads(record_path.read_text())
+        if record.get("mean6_std") is None and (folder / "eval-mean6" / "predictions.json").is_file():
+            record["mean6_std"] = spread(folder / "eval-mean6")  # a record from before the column
+        return record
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
     code = run([sys.executable, "launch/grpo.py", "--config", "configs/local.yaml", *overrides, *extra,

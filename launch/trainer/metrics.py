@@ -15,7 +15,8 @@ from rewards.prpo import BatchRewards
 
 # Per-step metrics kept in the checkpointed history, for the summary and the curves plot.
 CURVES = ("reward/total", "reward/accuracy", "reward/response", "reward/preference", "reward/format",
-          "answers/parse_rate", "answers/within_group_spread", "answers/batch_srcc", "learner/kl", "learner/lr")
+          "answers/parse_rate", "answers/within_group_spread", "answers/batch_srcc", "learner/kl", "learner/lr",
+          "groups/all_equal_fraction")
 
 
 class Timer:
@@ -90,6 +91,9 @@ def summarise(cfg, record: RunRecord, start_step: int, seconds: float, data, pol
                         for step in sorted(evals)},
         "format_rate_last": (float(np.mean([s["reward/format"] for s in record.curves[-tenth:]]))
                              if rewards else None),
+        # groups whose G rewards were all equal (no gradient; what algorithm.dynamic_sampling refills)
+        "flat_groups": (float(np.mean([s.get("groups/all_equal_fraction", 0.0) for s in record.curves]))
+                        if rewards else None),
         "skipped_media": sorted(data.skipped),
         "rollbacks": [asdict(r) for r in record.rollbacks],
         "policy": str(policy_dir),
@@ -105,6 +109,8 @@ def summarise(cfg, record: RunRecord, start_step: int, seconds: float, data, pol
     print(f"validation before: SRCC {fmt(first['srcc'])} PLCC {fmt(first['plcc'])}; "
           f"after: SRCC {fmt(last['srcc'])} PLCC {fmt(last['plcc'])} ({int(last['scored'])} of "
           f"{int(last['items'])} held-out items scored)")
+    if rewards:
+        print(f"groups with all-equal rewards (no gradient): {summary['flat_groups']:.1%} of the run's groups")
     print(f"health: {len(summary['rollbacks'])} rollbacks"
           + "".join(f"\n  step {e['step']}: {e['message']} -> back to step {e['to_step']}, lr x{e['lr_scale']:g}"
                     for e in summary["rollbacks"]))
