@@ -107,7 +107,7 @@ def train_and_evaluate(name: str, overrides: list[str], out: Path, extra: list[s
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
     code = run([sys.executable, "launch/grpo.py", "--config", "configs/local.yaml", *overrides, *extra,
-                f"run.output_dir={folder}", f"run.name=learning-{name}", "trainer.eval_every=50",
+                f"run.output_dir={folder}", f"run.name=learning-{name}",
                 f"tracking.uri=sqlite:///{out / 'mlflow.db'}"], folder / "train.log")
     summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
     record = {"name": name, "exit_code": code, "train_seconds": time.time() - started,
@@ -116,6 +116,7 @@ def train_and_evaluate(name: str, overrides: list[str], out: Path, extra: list[s
     if code != 0 and not record["failure"]:
         record["failure"] = (folder / "train.log").read_text()[-600:]
     after = summary.get("val_after") or {}
+    # greedy_*: the final validation's, by configs/local.yaml's eval.readout (expected since 2026-12-03)
     record.update(greedy_srcc=after.get("srcc"), greedy_plcc=after.get("plcc"),
                   scored_share=(after["scored"] / after["items"]) if after.get("items") else None)
     record.update(greedy_std=after.get("prediction_std"))
@@ -169,7 +170,7 @@ def plot(records: dict[str, list[dict]], path: Path) -> None:
                 ax.plot(*zip(*points), marker="o", color=colour, alpha=0.8, label=arm if k == 0 else None)
     ax.axhline(0.0, color="grey", linewidth=0.5)
     ax.set_xlabel("step")
-    ax.set_ylabel("held-out SRCC (greedy)")
+    ax.set_ylabel("held-out SRCC (validation's readout)")
     ax.set_title("Held-out SRCC over training, one line per seed")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -180,11 +181,13 @@ def plot(records: dict[str, list[dict]], path: Path) -> None:
 def report(arms: dict[str, list[dict]], stress: list[dict], out: Path) -> str:
     lines = [f"# Learning benchmark ({date.today()}; {machine()})", "",
              "configs/local.yaml with each arm's overrides, seeds 0..n-1; held-out: the test split (160 images of "
-             "4 photos never trained on). Mean of 6: 6 answers per image at T = 0.6, evaluation seed 0.", "",
+             "4 photos never trained on). Validation SRCC: the run's final validation, by local.yaml's eval.readout "
+             "(expected). Mean of 6: 6 answers per image at T = 0.6, evaluation seed 0. Collapsed: the mean-of-6 "
+             f"scores' std under {COLLAPSED}.", "",
              "Generalisation (expected readout): the CI-size generated benchmark's held-out photo under the 4 global "
              "distortion types training saw (24 images), and under the types it never saw (54 images: blur, noise, "
              "JPEG, JPEG2000, quantization, pixelate).", "",
-             "| arm | seeds | greedy SRCC | mean-of-6 SRCC | mean-of-6 PLCC | other photo, seen types SRCC | "
+             "| arm | seeds | validation SRCC | mean-of-6 SRCC | mean-of-6 PLCC | other photo, seen types SRCC | "
              "unseen types SRCC | format rate (last 10%) | rollbacks | failed runs | collapsed |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, runs in arms.items():
@@ -196,7 +199,7 @@ def report(arms: dict[str, list[dict]], stress: list[dict], out: Path) -> str:
                      f"{mean_sd([r['format_rate_last'] for r in runs])} | {sum(r['rollbacks'] for r in runs)} | "
                      f"{sum(r['exit_code'] != 0 for r in runs)} of {len(runs)} | "
                      f"{sum(collapsed(r) for r in runs)} of {len(runs)} |")
-    lines += ["", "Per run:", "", "| run | exit | greedy SRCC | mean-of-6 SRCC | mean-of-6 std | seen types | "
+    lines += ["", "Per run:", "", "| run | exit | validation SRCC | mean-of-6 SRCC | mean-of-6 std | seen types | "
               "unseen types | held-out scored | rollbacks | minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
     for runs in list(arms.values()) + [stress]:
         for r in runs:
@@ -246,7 +249,7 @@ def main() -> None:
             print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
             record = train_and_evaluate(name, [*ARMS[arm], f"run.seed={seed}"], out, args.set, sets)
             arms.setdefault(arm, []).append(record)
-            print(f"  exit {record['exit_code']}, greedy SRCC {fmt(record['greedy_srcc'])}, mean of 6 "
+            print(f"  exit {record['exit_code']}, validation SRCC {fmt(record['greedy_srcc'])}, mean of 6 "
                   f"{fmt(record.get('mean6_srcc'))}, rollbacks {record['rollbacks']}", flush=True)
     stress = []
     for multiple in args.lr_multiples:

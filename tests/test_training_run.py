@@ -142,9 +142,9 @@ def run_status(uri: str, run_id: str) -> str:
 
 
 # A learning rate 40x the local one wrecks the answer format within two updates (format rate 0). The test
-# model's own sampled format rate is ~0.8 on 12 answers a step, so the thresholds sit below its noise. Its greedy
-# answer is one and the same for the 8 held-out items from the start (SRCC undefined at step 0): the validation
-# spread floor is off here (the collapse test below starts from a spread).
+# model's own sampled format rate is ~0.8 on 12 answers a step, so the thresholds sit below its noise. These tests
+# are of the format signals: the validation spread floor, which the wrecked and recovering policy may cross on 8
+# held-out items, is off here (the collapse test below is its own).
 WRECKING = {"health.enabled": True, "learner.lr": 2e-2, "trainer.steps": 8, "health.snapshot_every": 2,
             "rollout.max_new_tokens": 64, "eval.max_new_tokens": 64, "health.format_rate.min": 0.4,
             "health.parse_rate.min": 0.4, "health.val_spread.min": 0.0}
@@ -188,8 +188,8 @@ def test_a_run_that_cannot_recover_exits_non_zero_naming_the_signal(tiny_model, 
 def test_a_collapse_across_images_is_caught_at_validation_and_rolled_back_to_the_last_that_passed(
         tiny_model, generated_data, tmp_path):
     # A reward that pays one constant score: every training MOS 3.0 under the absolute-error reward. Within 4
-    # steps the test model's greedy policy answers one score for every held-out picture (the prepared model of
-    # `make train` takes ~20: step 10's validation spread 0.5, step 20's 0); each group's answers still differ.
+    # steps the test model's held-out scores (local.yaml's expected readout) lose their spread; each group's
+    # sampled answers still differ.
     frame = read_manifest(generated_data)
     frame.loc[frame["split"] == "train", "mos"] = 3.0
     flat = write_manifest(frame[["path", "mos", "dataset", "split", "kind"]], tmp_path / "flat.parquet")
