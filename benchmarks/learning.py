@@ -17,7 +17,8 @@ training never saw (blur, noise, compression, ...). Arms:
   no_preference  PRPO without the preference branch (pairwise and triplet-ranking weights 0)
   two_stage      PRPO in the paper's two stages: 100 steps asking a paraphrase per item, then 100 on the question
   dynamic        PRPO with dynamic sampling (flat groups refilled, up to 8 extra items a step)
-  null           PRPO with MOS shuffled across training images: what chance looks like
+  null           PRPO with MOS shuffled across training images: what chance looks like (the spread floors off:
+                 with no label information its policy drifts to one score for every picture, and they would fail it)
 `--lr-multiples` also runs the PRPO arm at that many times configs/local.yaml's learning rate, which must
 end healthy (through rollbacks) or stop non-zero naming the failure.
 
@@ -48,7 +49,9 @@ ARMS = {
     "two_stage": ["trainer.stages=[{name: explore, steps: 100, overrides: {data: {question: pool}}}, "
                   "{name: settle, steps: 100}]"],
     "dynamic": ["algorithm.dynamic_sampling.enabled=true", "algorithm.dynamic_sampling.max_extra_items=8"],
-    "null": ["run.shuffle_labels=true"],
+    # Shuffled labels carry no picture information, so the policy drifts to one score for every picture: the
+    # spread floors would roll it back until it fails. Off here, so that the control ends and is measured.
+    "null": ["run.shuffle_labels=true", "health.val_spread.min=0", "health.item_spread.min=0"],
 }
 SEEDS = {"prpo": 6, "null": 6}  # seeds 0..n-1 of each arm by default; 3 for the others
 MANIFEST = ROOT / "artifacts" / "data" / "generated" / "manifest.parquet"
