@@ -82,8 +82,8 @@ def validation(std: float | None) -> dict:
 
 def test_a_validation_that_gives_every_item_one_score_is_a_breach_back_to_the_last_that_passed(health, tmp_path):
     guard = HealthGuard(health)
-    results = {0: validation(0.0)}  # the starting point is not judged: nothing comes before it
-    assert guard.check_validation(0, results) is None
+    results = {0: validation(0.4)}
+    assert guard.check_validation(0, results) is None  # the starting point is not judged: nothing comes before it
     results[100] = validation(0.6)
     assert guard.check_validation(100, results) is None
     results[200] = validation(0.01)
@@ -97,6 +97,16 @@ def test_a_validation_that_gives_every_item_one_score_is_a_breach_back_to_the_la
     off = load_config(ROOT / "configs" / "local.yaml", ["health.enabled=false"]).health
     assert HealthGuard(off).check_validation(200, {0: validation(0.5), 200: validation(0.0)}) is None
     assert HealthGuard(off).check(1, healthy(**{"reward/format": float("nan")})) is None
+
+
+def test_a_model_that_starts_with_one_score_for_every_item_is_not_judged_on_its_spread(health):
+    guard = HealthGuard(health)
+    results = {0: validation(1e-4), 1: validation(2e-4)}  # a random model: nothing to collapse from
+    assert guard.check_validation(1, results) is None
+    why = guard.unjudged_validation_signals(results[0])["val_spread"]
+    assert "health.val_spread is not judged" in why and "val/prediction_std" in why and "0.0001" in why
+    assert guard.unjudged_validation_signals(validation(0.4)) == {}
+    assert guard.unjudged_validation_signals(None) == {}
 
 
 def test_the_last_validated_snapshot_outlives_the_newest_ones(tmp_path):

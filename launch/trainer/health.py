@@ -85,13 +85,32 @@ class HealthGuard:
         if not self.enabled or step == 0:  # the starting point is what it is: there is nothing before it
             return None
         passed = max((s for s in results if s < step), default=0)
+        unjudged = self.unjudged_validation_signals(results.get(0))
         for name, key in VALIDATION_SIGNALS.items():
+            if name in unjudged:
+                continue
             values = [results[s][key] for s in sorted(results) if results[s].get(key) is not None]
             breach = self._judge_values(name, getattr(self.cfg, name), step, values, "validations")
             if breach:
                 return Breach(name, step, breach.value, step - passed - 1,
                               f"validation at step {step}: {breach.message}")
         return None
+
+    def unjudged_validation_signals(self, start: dict | None) -> dict[str, str]:
+        """The validation signals the starting point (`start`: the step-0 validation) already breaches, each with
+        why: a model that gave every held-out item one score before training cannot collapse, and rolling back to
+        it would only redo the same steps."""
+        if not self.enabled or not start:
+            return {}
+        unjudged = {}
+        for name, key in VALIDATION_SIGNALS.items():
+            s, value = getattr(self.cfg, name), start.get(key)
+            if value is None:
+                continue
+            if (s.min is not None and value < s.min) or (s.max is not None and value > s.max):
+                unjudged[name] = (f"health.{name} is not judged in this run: the starting model's val/{key} is "
+                                  f"already {value:.3g} (bounds {s.min}..{s.max})")
+        return unjudged
 
     def _judge(self, name: str, s, step: int) -> Breach | None:
         metric = SIGNAL_METRICS[name]

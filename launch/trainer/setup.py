@@ -148,6 +148,8 @@ def ready_for_first_step(run: TrainingRun) -> None:
     with timer.phase("startup/validation"):
         if run.start_step == 0 and 0 not in run.record.evals:
             run.validate(0)
+            for why in run.guard.unjudged_validation_signals(run.record.evals.get(0)).values():
+                print(f"warning: {why}", flush=True)
     with timer.phase("startup/snapshot"):
         if run.cfg.health.enabled:
             run.snapshots.drop_after(run.start_step)  # from a trajectory that a crash cut short

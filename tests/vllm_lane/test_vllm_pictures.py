@@ -98,9 +98,11 @@ def test_the_expected_readout_gets_the_digit_probabilities_transformers_gives(en
 
 
 def test_a_vision_tower_change_reaches_the_engine_after_a_sync(engine, transformers_copy, pictures):
-    greedy = sampling(n=1, greedy=True, max_new_tokens=64)
+    # Judged on the answer's tokens and the probabilities of its score digits: the warmed-up tiny model's greedy
+    # text can survive a vision change unchanged while what it believes of the picture moves.
+    greedy = sampling(n=1, greedy=True, max_new_tokens=64, digit_logprobs=True)
     request = pictures[0]
-    before = engine.generate([request], greedy)[0][0].token_ids
+    before = engine.generate([request], greedy)[0][0]
     model = transformers_copy.backend.model
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # only the vision tower moves (noise, and the merger's output flipped and scaled)
@@ -108,8 +110,16 @@ def test_a_vision_tower_change_reaches_the_engine_after_a_sync(engine, transform
             if ".visual." in f".{name}":
                 parameter.add_(torch.randn(parameter.shape, generator=generator) * parameter.std().clamp(min=0.02))
         model.model.visual.merger.mlp[2].weight.mul_(-4.0)
-    expected = transformers_copy.generate([request], greedy)[0][0].token_ids
-    assert expected != before  # the change is visible in the answer
+    expected = transformers_copy.generate([request], greedy)[0][0]
+    assert moved(before, expected) > 10 * LOGPROB_TOLERANCE  # the change is visible in the answer
     engine.load_weights({k: v.detach().clone() for k, v in model.state_dict().items()}, version=5)
-    after = engine.generate([request], greedy)[0][0].token_ids
-    assert after == expected, "the engine answered from stale picture embeddings"
+    after = engine.generate([request], greedy)[0][0]
+    assert moved(after, expected) < LOGPROB_TOLERANCE, "the engine answered from stale picture embeddings"
+
+
+def moved(a, b) -> float:
+    """How far two greedy answers are apart: infinite when their tokens differ, else the largest difference in
+    probability of a score digit."""
+    if a.token_ids != b.token_ids or not a.digit_logprobs:
+        return float("inf") if a.token_ids != b.token_ids else 0.0
+    return float((torch.tensor(a.digit_logprobs).exp() - torch.tensor(b.digit_logprobs).exp()).abs().max())
