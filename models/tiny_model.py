@@ -108,9 +108,9 @@ def describe_image(image) -> str:
     return f"The exposure is {exposure}, the saturation is {colour} and the contrast is {contrast}."
 
 
-def random_completion(rng: random.Random, task: str, think: str | None = None) -> str:
-    """A well-formed answer with random scores on [1, 5] (and `think`, or random reasoning)."""
-    scores = [rng.uniform(1.0, 5.0) for _ in range(answer_dims(task))]
+def random_completion(rng: random.Random, task: str, think: str | None = None, score: float | None = None) -> str:
+    """A well-formed answer with random scores on [1, 5], or each `score` (and `think`, or random reasoning)."""
+    scores = [rng.uniform(1.0, 5.0) if score is None else score for _ in range(answer_dims(task))]
     return format_answer(think if think is not None else reasoning_text(rng), scores)
 
 
@@ -258,12 +258,15 @@ def warm_up(
     log_every: int = 50,
     videos: list | None = None,
     video_every: int = 4,
+    scores: list[float] | None = None,
 ) -> dict:
     """Supervised format warm-up in place: answers that describe each image's look (from its pixels)
     and give random scores. The learning rate decays linearly to zero.
 
     videos: optional clips as their pictures ([grid, local frames...], qadata.video); then every
     `video_every`-th step is a VQA batch (global and local scores, the grid described).
+    scores: optional, one per image on [1, 5]: its answers give that score instead of a random one (a model
+    whose scores tell the pictures apart).
     Returns {"steps", "loss", "seconds"}. Loss is over the completion tokens only.
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -290,7 +293,9 @@ def warm_up(
         prompts = processor.encode([chat_messages(task, len(sets[task][i]), (step * batch + j) % len(QUESTIONS[task]))
                                     for j, i in enumerate(picked)], [sets[task][i] for i in picked])
         answers = [
-            tokenizer(random_completion(rng, task, descriptions[task][i]))["input_ids"] + [tokenizer.eos_token_id]
+            tokenizer(random_completion(rng, task, descriptions[task][i],
+                                        scores[i] if scores is not None and task == "iqa" else None))["input_ids"]
+            + [tokenizer.eos_token_id]
             for i in picked
         ]
         inputs, completion_mask = join_prompt_and_completions(prompts, answers, processor.pad_id)
