@@ -23,7 +23,8 @@ training never saw (blur, noise, compression, ...). Arms:
 end healthy (through rollbacks) or stop non-zero naming the failure.
 
 Writes to --out: results.md (per run and mean +- sd per arm), results.csv, srcc_over_steps.png. Runs
-already finished there are read, not rerun, so an interrupted benchmark continues.
+already finished there are read, not rerun, so an interrupted benchmark continues; `--report` trains nothing and
+writes them from the runs finished so far.
 """
 
 from __future__ import annotations
@@ -237,10 +238,13 @@ def main() -> None:
                    help="also run PRPO (first seed) at these multiples of configs/local.yaml's learner.lr")
     p.add_argument("--out", default="artifacts/learning")
     p.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run (e.g. a recipe to try)")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: write the report from the runs of --arms/--seeds already finished in --out")
     args = p.parse_args()
     out = (ROOT / args.out) if not Path(args.out).is_absolute() else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "launch/prepare.py"], cwd=ROOT, check=True)
+    if not args.report:
+        subprocess.run([sys.executable, "launch/prepare.py"], cwd=ROOT, check=True)
     from launch.trainer.config import load_config
 
     base_lr = load_config(ROOT / "configs" / "local.yaml", args.set).learner.lr
@@ -249,6 +253,8 @@ def main() -> None:
     for arm in args.arms:
         for seed in args.seeds if args.seeds is not None else range(SEEDS.get(arm, 3)):
             name = f"{arm}-seed{seed}"
+            if args.report and not (out / name / "record.json").is_file():
+                continue
             print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
             record = train_and_evaluate(name, [*ARMS[arm], f"run.seed={seed}"], out, args.set, sets)
             arms.setdefault(arm, []).append(record)
@@ -258,6 +264,8 @@ def main() -> None:
     for multiple in args.lr_multiples:
         seed = args.seeds[0] if args.seeds else 0
         name = f"prpo-lr{multiple:g}x-seed{seed}"
+        if args.report and not (out / name / "record.json").is_file():
+            continue
         print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
         record = train_and_evaluate(name, [f"run.seed={seed}", f"learner.lr={base_lr * multiple:g}"], out, args.set,
                                     sets)
