@@ -99,14 +99,20 @@ def test_a_validation_that_gives_every_item_one_score_is_a_breach_back_to_the_la
     assert HealthGuard(off).check(1, healthy(**{"reward/format": float("nan")})) is None
 
 
-def test_a_model_that_starts_with_one_score_for_every_item_is_not_judged_on_its_spread(health):
+def test_the_spread_is_judged_from_the_first_validation_that_tells_the_items_apart(health):
     guard = HealthGuard(health)
     results = {0: validation(1e-4), 1: validation(2e-4)}  # a random model: nothing to collapse from
     assert guard.check_validation(1, results) is None
-    why = guard.unjudged_validation_signals(results[0])["val_spread"]
-    assert "health.val_spread is not judged" in why and "val/prediction_std" in why and "0.0001" in why
-    assert guard.unjudged_validation_signals(validation(0.4)) == {}
-    assert guard.unjudged_validation_signals(None) == {}
+    why = guard.unarmed_validation_signals(results)["val_spread"]
+    assert "health.val_spread is judged from the first validation" in why and "val/prediction_std" in why
+    assert "0.0001" in why
+    results[2] = validation(0.3)  # it learns to tell them apart ...
+    assert guard.check_validation(2, results) is None and guard.unarmed_validation_signals(results) == {}
+    results[3] = validation(0.01)  # ... then gives them one score again: a collapse, rolled back to step 2
+    breach = guard.check_validation(3, results)
+    assert breach.signal == "val_spread" and breach.step - breach.window - 1 == 2
+    assert guard.unarmed_validation_signals({0: validation(0.4)}) == {}
+    assert guard.unarmed_validation_signals({}) == {}
 
 
 def test_the_last_validated_snapshot_outlives_the_newest_ones(tmp_path):

@@ -85,32 +85,44 @@ class HealthGuard:
         if not self.enabled or step == 0:  # the starting point is what it is: there is nothing before it
             return None
         passed = max((s for s in results if s < step), default=0)
-        unjudged = self.unjudged_validation_signals(results.get(0))
         for name, key in VALIDATION_SIGNALS.items():
-            if name in unjudged:
+            if results[step].get(key) is None:
                 continue
-            values = [results[s][key] for s in sorted(results) if results[s].get(key) is not None]
-            breach = self._judge_values(name, getattr(self.cfg, name), step, values, "validations")
+            values = [results[s][key] for s in sorted(results) if s <= step and results[s].get(key) is not None]
+            armed = self._armed_from(name, values[:-1])
+            if armed is None:
+                continue
+            breach = self._judge_values(name, getattr(self.cfg, name), step, values[armed:], "validations")
             if breach:
                 return Breach(name, step, breach.value, step - passed - 1,
                               f"validation at step {step}: {breach.message}")
         return None
 
-    def unjudged_validation_signals(self, start: dict | None) -> dict[str, str]:
-        """The validation signals the starting point (`start`: the step-0 validation) already breaches, each with
-        why: a model that gave every held-out item one score before training cannot collapse, and rolling back to
-        it would only redo the same steps."""
-        if not self.enabled or not start:
+    def _armed_from(self, name: str, before: list[float]) -> int | None:
+        """Where a validation signal's judging starts among its earlier values (oldest first): at the first that
+        met its bounds (0 when there are none yet); None while none of them has. A model that has never told the
+        held-out items apart (a random one gives every item one score) cannot collapse, and a rollback would
+        only redo the same steps."""
+        s = getattr(self.cfg, name)
+        if not before:
+            return 0
+        return next((i for i, v in enumerate(before)
+                     if (s.min is None or v >= s.min) and (s.max is None or v <= s.max)), None)
+
+    def unarmed_validation_signals(self, results: dict[int, dict]) -> dict[str, str]:
+        """The validation signals the next validation will not be judged on, each with why: none of `results`
+        (validations by step) has met the signal's bounds yet."""
+        if not self.enabled:
             return {}
-        unjudged = {}
+        unarmed = {}
         for name, key in VALIDATION_SIGNALS.items():
-            s, value = getattr(self.cfg, name), start.get(key)
-            if value is None:
-                continue
-            if (s.min is not None and value < s.min) or (s.max is not None and value > s.max):
-                unjudged[name] = (f"health.{name} is not judged in this run: the starting model's val/{key} is "
-                                  f"already {value:.3g} (bounds {s.min}..{s.max})")
-        return unjudged
+            values = [results[s][key] for s in sorted(results) if results[s] and results[s].get(key) is not None]
+            if values and self._armed_from(name, values) is None:
+                s = getattr(self.cfg, name)
+                unarmed[name] = (f"health.{name} is judged from the first validation within its bounds "
+                                 f"({s.min}..{s.max}); none has been yet (val/{key} is {values[0]:.3g} at the "
+                                 f"start)")
+        return unarmed
 
     def _judge(self, name: str, s, step: int) -> Breach | None:
         metric = SIGNAL_METRICS[name]

@@ -148,7 +148,7 @@ def ready_for_first_step(run: TrainingRun) -> None:
     with timer.phase("startup/validation"):
         if run.start_step == 0 and 0 not in run.record.evals:
             run.validate(0)
-            for why in run.guard.unjudged_validation_signals(run.record.evals.get(0)).values():
+            for why in run.guard.unarmed_validation_signals(run.record.evals).values():
                 print(f"warning: {why}", flush=True)
     with timer.phase("startup/snapshot"):
         if run.cfg.health.enabled:
