@@ -76,3 +76,6 @@ def test_mixed_image_video_run_with_broken_media(tiny_model, tmp_path):
     # videos were scored too.
     assert summary["val_after"]["items"] == 7 + len(skipped) and summary["val_after"]["unreadable"] == len(skipped)
     assert summary["val_before"]["scored"] >= 5 and summary["val_after"]["scored"] >= 5, summary
+    # Two steps from the format warm-up leave one score for every item (spread ~0.00x): said, not hidden
+    assert summary["flat_policy"] == (summary["val_after"]["prediction_std"] < 0.05)
+    assert ("warning: the final policy gives the held-out items one score" in result.stdout) == summary["flat_policy"]

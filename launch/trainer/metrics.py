@@ -97,6 +97,9 @@ def summarise(cfg, record: RunRecord, start_step: int, seconds: float, data, pol
         "skipped_media": sorted(data.skipped),
         "rollbacks": [asdict(r) for r in record.rollbacks],
         "policy": str(policy_dir),
+        # True when the final policy gives every held-out item ~one score (under health.val_spread.min)
+        "flat_policy": (last.get("prediction_std") is not None and cfg.health.val_spread.min is not None
+                        and last["prediction_std"] < cfg.health.val_spread.min),
     }
 
     def fmt(x):
@@ -109,6 +112,10 @@ def summarise(cfg, record: RunRecord, start_step: int, seconds: float, data, pol
     print(f"validation before: SRCC {fmt(first['srcc'])} PLCC {fmt(first['plcc'])}; "
           f"after: SRCC {fmt(last['srcc'])} PLCC {fmt(last['plcc'])} ({int(last['scored'])} of "
           f"{int(last['items'])} held-out items scored)")
+    if summary["flat_policy"]:
+        print(f"warning: the final policy gives the held-out items one score (val/prediction_std "
+              f"{last['prediction_std']:.3g}, under health.val_spread.min = {cfg.health.val_spread.min}): it has "
+              "not learned to tell the pictures apart; try another run.seed or more trainer.steps")
     if rewards:
         print(f"groups with all-equal rewards (no gradient): {summary['flat_groups']:.1%} of the run's groups")
     print(f"health: {len(summary['rollbacks'])} rollbacks"
