@@ -249,11 +249,15 @@ def main() -> None:
 
     base_lr = load_config(ROOT / "configs" / "local.yaml", args.set).learner.lr
     sets = generalisation_sets(out)
+
+    def not_to_run(name: str) -> bool:  # --report: only the runs already finished
+        return args.report and not (out / name / "record.json").is_file()
+
     arms: dict[str, list[dict]] = {}
     for arm in args.arms:
         for seed in args.seeds if args.seeds is not None else range(SEEDS.get(arm, 3)):
             name = f"{arm}-seed{seed}"
-            if args.report and not (out / name / "record.json").is_file():
+            if not_to_run(name):
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
             record = train_and_evaluate(name, [*ARMS[arm], f"run.seed={seed}"], out, args.set, sets)
@@ -264,7 +268,7 @@ def main() -> None:
     for multiple in args.lr_multiples:
         seed = args.seeds[0] if args.seeds else 0
         name = f"prpo-lr{multiple:g}x-seed{seed}"
-        if args.report and not (out / name / "record.json").is_file():
+        if not_to_run(name):
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
         record = train_and_evaluate(name, [f"run.seed={seed}", f"learner.lr={base_lr * multiple:g}"], out, args.set,

@@ -191,20 +191,13 @@ def model_that_tells_pictures_apart(tiny_model: Path, manifest: Path, folder: Pa
     for every picture (~0.002), which health.val_spread leaves unjudged."""
     import shutil
 
-    import torch
-
     from models import tiny_model as builder
     from qadata.media import load_image
 
     shutil.copytree(tiny_model, folder)
     train = items(read_manifest(manifest), "train")[:16]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        builder.warm_up(folder, [load_image(item.path) for item in train], steps=100, batch=4, log_every=0,
-                        scores=[item.mos for item in train])
-    finally:
-        torch.set_num_threads(threads)
+    builder.warm_up(folder, [load_image(item.path) for item in train], steps=100, batch=4, log_every=0,
+                    scores=[item.mos for item in train])
     return folder
 
 

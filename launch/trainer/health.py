@@ -33,6 +33,12 @@ VALIDATION_SIGNALS = {
 }
 
 
+def validation_values(results: dict[int, dict], key: str, until: int | None = None) -> list[float]:
+    """`key` of each validation in `results` (by step) up to step `until`, oldest first; those without it left out."""
+    return [results[s][key] for s in sorted(results)
+            if (until is None or s <= until) and results[s].get(key) is not None]
+
+
 class HealthError(RuntimeError):
     """Training broke and rollbacks did not mend it (or the final policy cannot score enough items)."""
 
@@ -88,7 +94,7 @@ class HealthGuard:
         for name, key in VALIDATION_SIGNALS.items():
             if results[step].get(key) is None:
                 continue
-            values = [results[s][key] for s in sorted(results) if s <= step and results[s].get(key) is not None]
+            values = validation_values(results, key, until=step)
             armed = self._armed_from(name, values[:-1])
             if armed is None:
                 continue
@@ -116,7 +122,7 @@ class HealthGuard:
             return {}
         unarmed = {}
         for name, key in VALIDATION_SIGNALS.items():
-            values = [results[s][key] for s in sorted(results) if results[s] and results[s].get(key) is not None]
+            values = validation_values(results, key)
             if values and self._armed_from(name, values) is None:
                 s = getattr(self.cfg, name)
                 unarmed[name] = (f"health.{name} is judged from the first validation within its bounds "
