@@ -106,6 +106,10 @@ class LearnerGroup:
     def weights_digest(self) -> str:
         return self._get([r.weights_digest.remote() for r in self.ranks], "step")[0]
 
+    def delivery_record(self) -> dict:
+        """Rank 0's record of what the latest sync sent (LearnerRank.delivery_record)."""
+        return self._get(self.ranks[0].delivery_record.remote(), "step")
+
     def connect_rollouts(self, settings: TransferSettings, rollouts: list) -> None:
         """vLLM's weight transfer from rank 0 to the rollout engines (nccl | ipc), which must be loaded already.
         Bounded by the rendezvous's own timeout (the ranks wait within it) plus the learner's start-up bound."""

@@ -18,11 +18,12 @@ import torch
 
 from actors.checkpoint_files import written_by
 from actors.grpo_objective import grpo_loss, rollout_importance_weights
+from actors.lora import LoraSettings, adapter_state, add_adapters, merged_weights, reference_forward
 from actors.notices import silence_known_notices
 from models.loading import DTYPES, load_policy
 from models.processor import QualityProcessor
 from models.sequences import grouped_logprobs
-from models.weights import weights_digest
+from models.weights import sample_checksum, sample_checksums, weights_digest
 
 ZERO_STAGES = (0, 1, 2, 3)
 COMM_BACKENDS = ("gloo", "nccl")  # gloo on CPU
@@ -53,6 +54,11 @@ def deal_samples(requests, answers, advantages: np.ndarray, ranks: int) -> list[
     ]
     share = len(samples) // ranks
     return [samples[r * share : (r + 1) * share] for r in range(ranks)]
+
+
+def adapter_folder(policy_folder: str) -> str:
+    """The LoRA adapter folder saved beside a merged policy folder: policy/ -> policy-adapter/."""
+    return str(Path(policy_folder).with_name(Path(policy_folder).name + "-adapter"))
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:
@@ -86,6 +92,7 @@ class LearnerSettings:
     threads: int
     seed: int
     collective_timeout_s: float  # torch.distributed's: a rank stuck on a dead peer errs after this, not 30 min
+    lora: LoraSettings  # rank 0: full fine-tuning
 
     @classmethod
     def from_config(cls, cfg) -> LearnerSettings:
@@ -116,6 +123,7 @@ class LearnerSettings:
             threads=learner.threads,
             seed=cfg.run.seed,
             collective_timeout_s=learner.step_timeout_s,
+            lora=LoraSettings.from_config(learner.lora),
         )
 
 
@@ -190,18 +198,26 @@ class LearnerRank:
         self.processor = QualityProcessor(settings.model_path, settings.min_pixels, settings.max_pixels)
         device = settings.device if settings.device == "cpu" else f"cuda:{torch.cuda.current_device()}"
         self.device = device
-        model = load_policy(settings.model_path, dtype="float32", device=device)
+        # Full fine-tuning keeps fp32 weights; under LoRA the frozen base stays in model.dtype (a 7B in fp32: 33 GB).
+        lora = settings.lora.enabled
+        model = load_policy(settings.model_path, dtype=settings.dtype if lora else "float32", device=device)
         # transformers 5.x renamed it (the vLLM lane pins an older one)
         getattr(model, "activation_checkpointing_disable", model.gradient_checkpointing_disable)()
-        # A client torch AdamW: DeepSpeed's own would JIT-compile FusedAdam (~90 s on CPU).
+        if lora:
+            model = add_adapters(model, settings.lora)
+        # A client torch AdamW: DeepSpeed's own would JIT-compile FusedAdam (~90 s on CPU). Only trainable
+        # parameters: under LoRA no optimizer state exists for the frozen base.
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay
+            [p for p in model.parameters() if p.requires_grad], lr=settings.lr, betas=tuple(settings.betas),
+            weight_decay=settings.weight_decay,
         )
         self.engine, *_ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=_deepspeed_config(settings, world_size)
         )
         self.reference = None
-        if settings.kl_estimator != "none" and settings.kl_coef > 0:
+        self.last_sync: dict = {}  # what the latest full_weights / send_weights sent (delivery_record)
+        self.uses_reference = settings.kl_estimator != "none" and settings.kl_coef > 0
+        if self.uses_reference and not lora:  # under LoRA the reference is the policy with its adapters off
             reference = load_policy(settings.model_path, dtype=settings.dtype, device=device).eval()
             reference.requires_grad_(False)
             if settings.zero_stage == 3:
@@ -267,10 +283,11 @@ class LearnerRank:
             )
             mask = mask.to(logprobs.device)
             ref_logprobs = None
-            if self.reference is not None:  # only with a KL term (kl_coef > 0 and an estimator)
-                with torch.no_grad():
+            if self.uses_reference:  # only with a KL term (kl_coef > 0 and an estimator)
+                reference = self.reference if self.reference is not None else self.engine.module
+                with torch.no_grad(), reference_forward(reference):
                     ref_logprobs, _, _ = grouped_logprobs(
-                        self.reference, prompts, rows, tokens, self.processor.pad_id, temperature
+                        reference, prompts, rows, tokens, self.processor.pad_id, temperature
                     )
             advantages = torch.tensor([c.advantage for c in chunk], dtype=logprobs.dtype, device=logprobs.device)
             rollout = torch.zeros_like(logprobs)
@@ -338,22 +355,46 @@ class LearnerRank:
     # ------------------------------------------------------------------ weights
 
     def full_weights(self) -> dict[str, torch.Tensor] | None:
-        """The full policy weights on CPU on rank 0 (None elsewhere). Collective: call on every rank."""
+        """The full policy weights on CPU on rank 0 (None elsewhere), Hugging Face-named (merged under LoRA), in
+        model.dtype; their checksums are kept for `delivery_record`. Collective: call on every rank."""
         module = self.engine.module
         params = list(module.parameters())
         with self.deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=self.settings.zero_stage == 3):
             if self.rank != 0:
                 return None
             dtype = DTYPES[self.settings.dtype]
-            return {name: tensor.detach().to("cpu", dtype).clone() for name, tensor in module.state_dict().items()}
+            if self.settings.lora.enabled:
+                weights, before_cast = merged_weights(module, dtype)
+            else:
+                state = module.state_dict()
+                weights = {name: tensor.detach().to("cpu", dtype).clone() for name, tensor in state.items()}
+                before_cast = sample_checksums(state)
+            self.last_sync = {"sent": sample_checksums(weights), "merged": before_cast,
+                              "trainable": self._trainable_checksum()}
+            return weights
+
+    def _trainable_checksum(self) -> float:
+        """A checksum over the parameters the optimizer moves (gathered by the caller under ZeRO-3): it changes
+        when a step changed the learner, whatever a sync then sends."""
+        return sum(sample_checksum(p) for p in self.engine.module.parameters() if p.requires_grad)
+
+    def delivery_record(self) -> dict:
+        """What the latest sync sent from this rank (rank 0; empty elsewhere), as checksums: "sent" name -> of the
+        tensor sent, "merged" name -> of it before the cast to model.dtype, "trainable" of the parameters the
+        optimizer moves. Not collective: no gather."""
+        return self.last_sync
 
     def connect_rollouts(self, settings, rollouts: list, master_address: str, master_port: int) -> None:
         """Set up vLLM's weight transfer to the rollout engines (settings: actors.weight_transfer.TransferSettings).
         Collective."""
         from actors.weight_transfer import start_trainer, zero_source
 
-        source = zero_source(self.engine.module, self.settings.zero_stage, DTYPES[self.settings.dtype])
+        source = zero_source(self.engine.module, self.settings.zero_stage, DTYPES[self.settings.dtype],
+                             record=self._record_sent if self.rank == 0 else None)
         self.transfer = start_trainer(settings, self.rank, rollouts, master_address, master_port, source)
+
+    def _record_sent(self, sent: dict[str, float], merged: dict[str, float], trainable: float) -> None:
+        self.last_sync = {"sent": sent, "merged": merged, "trainable": trainable}
 
     def send_weights(self) -> None:
         """Push the current weights through vLLM's weight transfer. Collective: call on every rank."""
@@ -364,20 +405,53 @@ class LearnerRank:
         return None if weights is None else weights_digest(weights)
 
     def save_pretrained(self, folder: str) -> None:
-        """Hugging Face folder of the current policy (rank 0 writes). Collective."""
+        """Hugging Face folder of the current policy (rank 0 writes), merged under LoRA, with the adapter folder
+        beside it (`adapter_folder`). Collective."""
         weights = self.full_weights()
+        adapters = self._gathered_adapters() if self.settings.lora.enabled else None
         if self.rank == 0:
             module = self.engine.module
+            if adapters is not None:
+                module.save_pretrained(adapter_folder(folder), state_dict=adapters)
+                module = module.get_base_model()  # the base's config and class: a plain Qwen2.5-VL folder
             module.save_pretrained(folder, state_dict=weights)
             self.processor.tokenizer.save_pretrained(folder)
             self.processor.image_processor.save_pretrained(folder)
+
+    def _gathered_adapters(self) -> dict[str, torch.Tensor] | None:
+        trainable = [p for p in self.engine.module.parameters() if p.requires_grad]
+        with self.deepspeed.zero.GatheredParameters(trainable, enabled=self.settings.zero_stage == 3):
+            return adapter_state(self.engine.module) if self.rank == 0 else None
+
+    def bytes_by_kind(self) -> dict[str, int]:
+        """Bytes this rank holds, by kind, from the tensors themselves: trainable and frozen parameters, the
+        gradients of a backward, the optimizer's state (after a step), a separate reference model."""
+        def size(tensors) -> int:
+            return int(sum(t.numel() * t.element_size() for t in tensors))
+
+        def held(p):  # a ZeRO-3 parameter's local shard
+            return getattr(p, "ds_tensor", p)
+
+        params = list(self.engine.module.parameters())
+        optimizer = getattr(self.engine.optimizer, "optimizer", self.engine.optimizer)
+        state = [t for entry in optimizer.state.values() for t in entry.values()
+                 if torch.is_tensor(t) and t.numel() > 1]  # not Adam's step counters
+        trainable = [held(p) for p in params if p.requires_grad]
+        return {
+            "trainable_params": size(trainable),
+            "frozen_params": size(held(p) for p in params if not p.requires_grad),
+            "gradients": size(trainable),  # backward allocates one per trainable element, in its dtype; none frozen
+            "optimizer_state": size(state),
+            "reference_model": size(held(p) for p in self.reference.parameters()) if self.reference is not None else 0,
+        }
 
     # ------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self, folder: str, tag: str) -> dict[str, dict]:
         """DeepSpeed model + optimizer state under folder/tag. Collective. Returns the files this rank wrote, hashed
         here (actors.checkpoint_files.written_by)."""
-        self.engine.save_checkpoint(folder, tag=tag)
+        # Under LoRA the frozen base is the model folder's: only the adapters and their optimizer state are saved.
+        self.engine.save_checkpoint(folder, tag=tag, exclude_frozen_parameters=self.settings.lora.enabled)
         return written_by(self.rank, folder)
 
     def sees(self, path: str, content: str) -> tuple[bool, str]:
@@ -390,7 +464,7 @@ class LearnerRank:
             return False, socket.gethostname()
 
     def load_checkpoint(self, folder: str, tag: str) -> None:
-        path, _ = self.engine.load_checkpoint(folder, tag=tag)
+        path, _ = self.engine.load_checkpoint(folder, tag=tag, load_module_strict=not self.settings.lora.enabled)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint {tag!r} in {folder}")
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 
 from actors.notices import silence_known_notices
-from models.weights import weights_digest
+from models.weights import sample_checksums, weights_digest
 from rollouts.backend import Completion, RolloutRequest, SamplingSettings
 
 ROLLOUT_BACKENDS = ("hf", "vllm")  # transformers generate | a vLLM engine per actor
@@ -34,9 +34,15 @@ class RolloutWorker:
     def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
         return self.backend.generate(requests, sampling)
 
-    def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> int:
+    def load_weights(self, weights: Mapping[str, torch.Tensor], version: int) -> dict[str, float]:
+        """Returns the checksums (models/weights.sample_checksums) of what the engine holds after loading, or, for
+        an engine that fuses them (vLLM), of the tensors it received, before fusing."""
         self.backend.load_weights(weights, version)
-        return version
+        try:
+            held = self.backend.state_dict()
+        except NotImplementedError:
+            held = weights
+        return sample_checksums(held)
 
     def weights_digest(self) -> str:
         return weights_digest(self.backend.state_dict())

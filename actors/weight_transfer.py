@@ -80,22 +80,43 @@ class RolloutEnginesClient:
                   "rollout.sync_timeout_s")
 
 
-def zero_source(module: torch.nn.Module, zero_stage: int, dtype: torch.dtype):
-    """A vLLM WeightSource over a DeepSpeed module: Hugging Face names, full shapes, `dtype` on the wire."""
+def zero_source(module: torch.nn.Module, zero_stage: int, dtype: torch.dtype, record=None):
+    """A vLLM WeightSource over a DeepSpeed module: Hugging Face names, full shapes, `dtype` on the wire; under
+    LoRA each adapted weight merged (actors/lora.py). `record(sent, merged, trainable)`, when given, gets each
+    pass's per-tensor checksums after and before the cast, and the trainable parameters' (models/weights)."""
     import deepspeed
     from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
 
+    from actors.lora import is_adapted, merged_float, merged_named_parameters
+    from models.weights import sample_checksum
+
+    def entries():
+        if is_adapted(module):
+            return list(merged_named_parameters(module))
+        return list(module.named_parameters())
+
+    def full_shape(entry) -> tuple:
+        param = entry.base_layer.weight if isinstance(entry, torch.nn.Module) else entry
+        return tuple(getattr(param, "ds_shape", param.shape))  # ZeRO-3 keeps the full shape; the local is a shard
+
     class ZeroSource(WeightSource):
         def metadata(self) -> list[ParamMeta]:
-            # ZeRO-3 keeps the full shape in ds_shape; the local tensor is a shard.
-            return [ParamMeta(name, dtype, tuple(getattr(p, "ds_shape", p.shape)))
-                    for name, p in module.named_parameters()]
+            return [ParamMeta(name, dtype, full_shape(entry)) for name, entry in entries()]
 
         def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
-            for name, param in module.named_parameters():
-                with deepspeed.zero.GatheredParameters([param], enabled=zero_stage == 3):
-                    # A copy: the gathered storage is released when the block exits.
-                    yield name, param.detach().to(dtype).clone()
+            sent, merged, trainable = {}, {}, 0.0
+            for name, entry in entries():
+                layer = isinstance(entry, torch.nn.Module)
+                params = list(entry.parameters()) if layer else [entry]
+                with deepspeed.zero.GatheredParameters(params, enabled=zero_stage == 3):
+                    full = merged_float(entry) if layer else entry.detach()
+                    merged[name] = sample_checksum(full)
+                    tensor = full.to(dtype).clone()  # a copy: the gathered storage is released when the block exits
+                    trainable += sum(sample_checksum(p) for p in params if p.requires_grad)
+                sent[name] = sample_checksum(tensor)
+                yield name, tensor
+            if record is not None:
+                record(sent, merged, trainable)
 
     return ZeroSource()
 

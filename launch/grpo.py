@@ -64,9 +64,10 @@ def grpo_step(run: TrainingRun, step: int) -> dict:
         lr = run.learning_rate(step)
         learner_stats = roles.learners.train_step(deal_samples(requests, answers, advantages, cfg.learner.num_ranks),
                                                   lr, cfg.rollout.temperature)
+    delivered = {}
     with timer.phase("sync"):
         if any(s["applied"] for s in learner_stats):  # nothing applied: the rollouts hold these weights
-            roles.weights.push(step)
+            delivered = roles.weights.push(step)  # checked: what arrived is what the learner sent
 
     metrics = step_metrics(rewards, kept_answers, kept_mos, advantages[kept], learner_stats)
     metrics.update(timer.seconds)
@@ -75,6 +76,7 @@ def grpo_step(run: TrainingRun, step: int) -> dict:
                     "data/skipped_media": float(len(data.skipped)),
                     "faults/rollout_restarts": float(roles.rollouts.restarted)})
     metrics.update(refill.metrics() if refill else {})
+    metrics.update(delivered)
     return metrics
 
 

@@ -78,7 +78,7 @@ def prompt_positions(model, prompts: dict[str, torch.Tensor]) -> torch.Tensor:
     the picture tokens (`get_rope_index`), and plain column numbers for a batch without pictures."""
     ids = prompts["input_ids"]
     if "image_grid_thw" in prompts:
-        inner = getattr(model, "module", model).model
+        inner = hf_model(model).model
         positions, _ = inner.get_rope_index(ids, prompts["mm_token_type_ids"], image_grid_thw=prompts["image_grid_thw"],
                                             attention_mask=prompts["attention_mask"])
         return positions
@@ -88,7 +88,13 @@ def prompt_positions(model, prompts: dict[str, torch.Tensor]) -> torch.Tensor:
 def with_cache(model, cache) -> dict:
     """The forward keyword for a key/value cache: `cache` from transformers 5.2x on, `past_key_values` before
     (vLLM's environment holds transformers < 5.21)."""
-    return {_cache_keyword(type(getattr(model, "module", model))): cache}
+    return {_cache_keyword(type(hf_model(model))): cache}
+
+
+def hf_model(model):
+    """The Hugging Face model inside a DeepSpeed engine (.module) and a peft wrapper (get_base_model)."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 @functools.cache

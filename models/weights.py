@@ -15,3 +15,21 @@ def weights_digest(weights: dict[str, torch.Tensor]) -> str:
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(weights[name].detach().float().cpu().numpy()).tobytes())
     return digest.hexdigest()
+
+
+CHECKSUM_SAMPLES = 64  # elements read per tensor: a changed adapter moves every element of its merged weight
+
+
+def sample_checksums(weights: dict[str, torch.Tensor], samples: int = CHECKSUM_SAMPLES) -> dict[str, float]:
+    """name -> a float64 checksum of `samples` evenly spaced elements of the tensor (position-weighted, so a
+    permutation shows): cheap enough for every sync, the same wherever the same values are held."""
+    return {name: sample_checksum(tensor, samples) for name, tensor in weights.items()}
+
+
+def sample_checksum(tensor: torch.Tensor, samples: int = CHECKSUM_SAMPLES) -> float:
+    flat = tensor.detach().reshape(-1)
+    if flat.numel() == 0:
+        return 0.0
+    index = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel())).round().long().to(flat.device)
+    values = flat[index].double().cpu()
+    return float((values * torch.arange(1, len(values) + 1, dtype=torch.float64)).sum())

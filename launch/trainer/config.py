@@ -154,6 +154,15 @@ class AlgorithmConfig:
 
 
 @dataclass
+class LoraConfig:
+    rank: int = MISSING
+    alpha: float = MISSING
+    dropout: float = MISSING
+    language_targets: list[str] = MISSING
+    vision_targets: list[str] = MISSING
+
+
+@dataclass
 class LearnerConfig:
     num_ranks: int = MISSING
     zero_stage: int = MISSING
@@ -172,6 +181,7 @@ class LearnerConfig:
     threads: int = MISSING
     step_timeout_s: float = MISSING
     checkpoint_timeout_s: float = MISSING
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
@@ -382,6 +392,9 @@ RANGES = {
     "video.max_seconds": (0, None, True, False),
     "video.max_bytes": (1, None, False, False),
     "algorithm.rollout_is_cap": (1, None, False, False),
+    "learner.lora.rank": (0, None, False, False),
+    "learner.lora.alpha": (0, None, True, False),
+    "learner.lora.dropout": (0, 1, False, True),
     "algorithm.dynamic_sampling.min_reward_std": (0, None, False, False),
     "algorithm.dynamic_sampling.max_extra_items": (0, None, False, False),
     "algorithm.variance_weighting": (0, None, False, False),
@@ -553,6 +566,10 @@ def _check(config: DictConfig) -> None:
     _check_vllm(config)
     _check_health(config)
     _check_readout(config)
+    lora = config.learner.lora
+    if lora.rank and not (lora.language_targets or lora.vision_targets):
+        raise ConfigError("config key 'learner.lora.rank' is set but 'learner.lora.language_targets' and "
+                          "'learner.lora.vision_targets' are both empty: the adapters would train nothing")
     if config.learner.comm_backend == "nccl" and config.learner.device == "cpu":
         raise ConfigError("config key 'learner.comm_backend' is nccl but 'learner.device' is cpu: use gloo on CPU")
     if config.trainer.batch_size * config.rollout.group_size % config.learner.num_ranks:
