@@ -68,3 +68,24 @@ def test_a_lora_run_syncs_merged_weights_saves_a_plain_policy_and_resumes_exactl
     assert "at step 2" in rerun.stdout
     resumed = json.loads((cut / "summary.json").read_text())["weight_digests"]
     assert resumed["learner"] == digests["learner"] and resumed["rollouts"] == [digests["learner"]]
+
+
+def test_lora_over_two_zero3_ranks_syncs_and_saves_the_merged_policy(tiny_model, generated_data, tmp_path):
+    out = tmp_path / "run"
+    args = [a for a in lora_args(tiny_model, generated_data, out) if not a.startswith("trainer.steps")]
+    result = run_cli([*args, "trainer.steps=2", "learner.num_ranks=2", "learner.zero_stage=3",
+                      "learner.micro_batch=3"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    digests = summary["weight_digests"]
+    assert digests["rollouts"] == [digests["learner"]] and len(summary["learner_ranks"]) == 2
+
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from models.weights import weights_digest
+
+    initial = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model).state_dict()
+    final = Qwen2_5_VLForConditionalGeneration.from_pretrained(out / "policy").state_dict()
+    assert weights_digest({k: v.to(torch.float32) for k, v in final.items()}) == digests["learner"]
+    assert weights_digest(initial) != digests["learner"]  # the gathered shards' adapters were merged

@@ -17,6 +17,7 @@ from actors.grpo_objective import grpo_loss
 from helpers import rollout_worker, sampling
 from models.tiny_model import build_text
 from rewards.answer_format import chat_messages
+from models.weights import sample_checksums
 from rollouts.backend import RolloutRequest
 from rollouts.vllm_backend import VLLMRolloutBackend, call_with_timeout
 
@@ -107,7 +108,8 @@ def test_a_learner_step_synced_in_is_what_the_engine_then_generates(worker, back
     optimizer.step()
     reference.eval()
 
-    assert worker.load_weights({k: v.detach().clone() for k, v in reference.state_dict().items()}, 1) == 1
+    synced = {k: v.detach().clone() for k, v in reference.state_dict().items()}
+    assert worker.load_weights(synced, 1) == sample_checksums(synced)  # what it received, before vLLM fuses it
     after = backend.generate([request], greedy)[0][0].token_ids
     with torch.no_grad():
         expected = reference.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,

@@ -1,6 +1,7 @@
 """Pictures through vLLM's CPU build (`make test-vllm`): an image and a four-picture clip through the
 rollout role, the engine's answers against transformers with the same weights, and a change to the
-vision tower alone reaching the engine after a sync (vLLM caches picture embeddings by picture hash)."""
+vision tower alone reaching the engine after a sync (vLLM caches picture embeddings by picture hash), also as
+a vision-only LoRA adapter merged as the learner merges it (vLLM applies no LoRA to the vision tower)."""
 
 from __future__ import annotations
 
@@ -123,3 +124,31 @@ def moved(a, b) -> float:
     if a.token_ids != b.token_ids or not a.digit_logprobs:
         return float("inf") if a.token_ids != b.token_ids else 0.0
     return float((torch.tensor(a.digit_logprobs).exp() - torch.tensor(b.digit_logprobs).exp()).abs().max())
+
+
+def test_a_vision_only_lora_adapter_reaches_the_engine_merged(engine, transformers_copy, pictures, tiny_model_heads64):
+    from actors.lora import LoraSettings, add_adapters, lora_layers, merged_weights
+    from models.loading import load_policy
+    from models.weights import sample_checksums
+
+    base = load_policy(tiny_model_heads64, "float32", "cpu").state_dict()
+    policy = add_adapters(load_policy(tiny_model_heads64, "float32", "cpu"),
+                          LoraSettings(4, 32.0, 0.0, (), ("qkv", "proj")))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # a trained adapter's B (it starts at 0)
+        for layer in lora_layers(policy).values():
+            weight = layer.lora_B["default"].weight
+            weight.copy_(torch.randn(weight.shape, generator=generator) * 0.5)
+    weights, _ = merged_weights(policy, torch.float32)
+    changed = [name for name in base if not torch.equal(weights[name], base[name])]
+    assert set(weights) == set(base) and changed and all(name.startswith("model.visual.") for name in changed)
+
+    greedy = sampling(n=1, greedy=True, max_new_tokens=64, digit_logprobs=True)
+    request = pictures[0]
+    before = engine.generate([request], greedy)[0][0]
+    transformers_copy.load_weights(weights, version=6)
+    expected = transformers_copy.generate([request], greedy)[0][0]
+    assert moved(before, expected) > 10 * LOGPROB_TOLERANCE
+    assert engine.load_weights(weights, version=6) == sample_checksums(weights)
+    after = engine.generate([request], greedy)[0][0]
+    assert moved(after, expected) < LOGPROB_TOLERANCE, "the merged vision adapter did not reach the engine"
