@@ -18,7 +18,14 @@ import torch
 
 from actors.checkpoint_files import written_by
 from actors.grpo_objective import grpo_loss, rollout_importance_weights
-from actors.lora import LoraSettings, adapter_state, add_adapters, merged_weights, reference_forward
+from actors.lora import (
+    LoraSettings,
+    adapter_state,
+    add_adapters,
+    delta_parameters,
+    merged_weights,
+    reference_forward,
+)
 from actors.notices import silence_known_notices
 from models.loading import DTYPES, load_policy
 from models.processor import QualityProcessor
@@ -374,9 +381,13 @@ class LearnerRank:
             return weights
 
     def _trainable_checksum(self) -> float:
-        """A checksum over the parameters the optimizer moves (gathered by the caller under ZeRO-3): it changes
-        when a step changed the learner, whatever a sync then sends."""
-        return sum(sample_checksum(p) for p in self.engine.module.parameters() if p.requires_grad)
+        """A checksum over the parameters the optimizer moves (under LoRA the B matrices: actors/lora.
+        delta_parameters), gathered by the caller under ZeRO-3: it changes when a step changed the policy,
+        whatever a sync then sends."""
+        module = self.engine.module
+        moved = delta_parameters(module) if self.settings.lora.enabled else [p for p in module.parameters()
+                                                                             if p.requires_grad]
+        return sum(sample_checksum(p) for p in moved)
 
     def delivery_record(self) -> dict:
         """What the latest sync sent from this rank (rank 0; empty elsewhere), as checksums: "sent" name -> of the

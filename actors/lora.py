@@ -125,6 +125,13 @@ def merged_named_parameters(module: torch.nn.Module):
             yield base_name(name), param
 
 
+def delta_parameters(module: torch.nn.Module) -> list[torch.Tensor]:
+    """The adapters' B matrices: a change of one always moves its merged weight (A is never 0), while A's change
+    moves nothing while B is still 0 (weight decay on a first step without gradient): the sync check's
+    evidence that the learner changed (actors/weight_sync.check_delivery)."""
+    return [layer.lora_B[ADAPTER].weight for layer in lora_layers(module).values()]
+
+
 def reference_forward(module: torch.nn.Module):
     """The context under which `module` computes as its base (the KL reference): adapters off."""
     return module.disable_adapter() if is_adapted(module) else contextlib.nullcontext()

@@ -87,7 +87,7 @@ def zero_source(module: torch.nn.Module, zero_stage: int, dtype: torch.dtype, re
     import deepspeed
     from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
 
-    from actors.lora import is_adapted, merged_float, merged_named_parameters
+    from actors.lora import ADAPTER, is_adapted, merged_float, merged_named_parameters
     from models.weights import sample_checksum
 
     def entries():
@@ -112,7 +112,8 @@ def zero_source(module: torch.nn.Module, zero_stage: int, dtype: torch.dtype, re
                     full = merged_float(entry) if layer else entry.detach()
                     merged[name] = sample_checksum(full)
                     tensor = full.to(dtype).clone()  # a copy: the gathered storage is released when the block exits
-                    trainable += sum(sample_checksum(p) for p in params if p.requires_grad)
+                    moved = [entry.lora_B[ADAPTER].weight] if layer else [p for p in params if p.requires_grad]
+                    trainable += sum(sample_checksum(p) for p in moved)  # as LearnerRank._trainable_checksum
                 sent[name] = sample_checksum(tensor)
                 yield name, tensor
             if record is not None:

@@ -19,6 +19,7 @@ training never saw (blur, noise, compression, ...). Arms:
   dynamic        PRPO with dynamic sampling (flat groups refilled, up to 8 extra items a step)
   null           PRPO with MOS shuffled across training images: what chance looks like (the spread floors off:
                  with no label information its policy drifts to one score for every picture, and they would fail it)
+  lora           PRPO training LoRA adapters (rank 8) over the frozen base instead of every weight
 `--lr-multiples` also runs the PRPO arm at that many times configs/local.yaml's learning rate, which must
 end healthy (through rollbacks) or stop non-zero naming the failure.
 
@@ -53,6 +54,9 @@ ARMS = {
     # Shuffled labels carry no picture information, so the policy drifts to one score for every picture: the
     # spread floors would roll it back until it fails. Off here, so that the control ends and is measured.
     "null": ["run.shuffle_labels=true", "health.val_spread.min=0", "health.item_spread.min=0"],
+    # LoRA rank 8 on every language linear layer and the vision attention (base.yaml's targets), at the learning
+    # rate a sweep on seed 0 chose (docs/results.md, "LoRA").
+    "lora": ["learner.lora.rank=8", "learner.lr=LORA_LR"],
 }
 SEEDS = {"prpo": 6, "null": 6}  # seeds 0..n-1 of each arm by default; 3 for the others
 MANIFEST = ROOT / "artifacts" / "data" / "generated" / "manifest.parquet"

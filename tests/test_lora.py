@@ -37,6 +37,20 @@ def a_batch(generated_data, rank: LearnerRank) -> list[TrainSample]:
     return [TrainSample([load_image(item.path)], messages, tokens, a, [0.0] * len(tokens), 0) for a in (1.0, -0.5, 0.5)]
 
 
+def test_delivery_is_judged_before_the_cast_and_an_invisible_engine_side_is_not_judged():
+    first = {"sent": {"w": 1.0}, "merged": {"w": 1.0001}, "trainable": 5.0}
+    delivered = check_delivery(1, first, [{"w": 1.0}, None], None)  # None: vLLM's nccl/ipc engine side
+    # In bf16 a small update can round to the same sent weights: the merged (pre-cast) ones moved, so no error.
+    rounded = {"sent": {"w": 1.0}, "merged": {"w": 1.0002}, "trainable": 5.5}
+    check_delivery(2, rounded, [{"w": 1.0}, None], delivered)
+    unmoved = {"sent": {"w": 1.0}, "merged": {"w": 1.0001}, "trainable": 5.5}
+    with pytest.raises(WeightSyncError, match="version 3: the learner's trained parameters changed"):
+        check_delivery(3, unmoved, [None, None], delivered)
+    with pytest.raises(WeightSyncError, match="rollout actor 1 holds 1 of 1 tensors .* \\(w\\)"):
+        check_delivery(4, rounded, [{"w": 1.0}, {"w": 2.0}], delivered)
+    check_delivery(5, {**first, "trainable": 5.0}, [{"w": 1.0}], delivered)  # a step that applied nothing
+
+
 @pytest.mark.slow
 def test_targets_are_linear_layers_of_their_own_tower_and_a_missing_one_is_named(tiny_model):
     model = load_policy(tiny_model, "float32", "cpu")

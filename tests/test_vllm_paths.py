@@ -31,7 +31,7 @@ def test_a_vllm_layout_that_cannot_work_is_refused_with_its_reason(overrides, re
 
 
 def test_the_shipped_gpu_layouts_pass_the_checks():
-    for name in ("gpu-8.yaml", "gpu-2node.yaml"):
+    for name in ("gpu-8.yaml", "gpu-2node.yaml", "gpu-1.yaml"):
         base_config(config_file=str(ROOT / "configs" / name))
     base_config(*GPU_VLLM, "rollout.vllm.weight_sync=ipc", "placement.mode=colocated", "rollout.num_actors=4")
 

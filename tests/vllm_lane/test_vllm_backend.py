@@ -16,8 +16,8 @@ import torch
 from actors.grpo_objective import grpo_loss
 from helpers import rollout_worker, sampling
 from models.tiny_model import build_text
-from rewards.answer_format import chat_messages
 from models.weights import sample_checksums
+from rewards.answer_format import chat_messages
 from rollouts.backend import RolloutRequest
 from rollouts.vllm_backend import VLLMRolloutBackend, call_with_timeout
 
