@@ -30,6 +30,9 @@ def sample_checksum(tensor: torch.Tensor, samples: int = CHECKSUM_SAMPLES) -> fl
     flat = tensor.detach().reshape(-1)
     if flat.numel() == 0:
         return 0.0
-    index = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel())).round().long().to(flat.device)
+    count = min(samples, flat.numel())
+    # Integer spacing: a float linspace over a 7B layer's 1e8 elements rounds past the last one.
+    index = (torch.arange(count, dtype=torch.int64) * (flat.numel() - 1)) // max(count - 1, 1)
+    index = index.to(flat.device)
     values = flat[index].double().cpu()
     return float((values * torch.arange(1, len(values) + 1, dtype=torch.float64)).sum())
