@@ -4,10 +4,17 @@ other warning of the same library still shows). Called at the start of every rol
 
 from __future__ import annotations
 
+import os
 import warnings
+
+import torch
 
 
 def silence_known_notices() -> None:
+    # peft brings accelerate, through which transformers imports DeepSpeed in any process that loads a model; where
+    # there is no GPU, DeepSpeed's accelerator guess warns on import. Said, not guessed, and a set value is kept.
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     # DeepSpeed's ZeRO-3 calls these torch.distributed functions under their old names; nothing of ours to change.
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` "
                             r"is deprecated", category=FutureWarning)
