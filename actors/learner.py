@@ -275,6 +275,8 @@ class LearnerRank:
         temperature = s.temperature if temperature is None else temperature
         start = time.time()
         self.engine.train()
+        if s.lora.dropout > 0:  # the adapters' dropout masks from (seed, rank, step): a resumed run draws the same
+            torch.manual_seed(s.seed * 1_000_003 + self.rank * 10_007 + self.engine.global_steps)
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
         skipped_before = self.engine.skipped_steps

@@ -1,6 +1,7 @@
 """A LoRA run end to end (Ray actors, DeepSpeed ZeRO-2, MLflow, files on disk): every sync verified against the
 learner's merged weights, the final policy a plain merged Qwen2.5-VL folder with its adapter folder beside it,
-checkpoints without the frozen base, and a run killed between checkpoints resumes to the same final weights."""
+checkpoints without the frozen base, and a run killed between checkpoints resumes to the same final weights
+(the adapters' dropout included)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def lora_args(model, manifest, out) -> list[str]:
     settings = {"trainer.steps": 4, "trainer.checkpoint_every": 2, "trainer.verify_sync": True,
-                "learner.lora.rank": 4, "learner.lr": 1e-2, "algorithm.kl_coef": 0.05}
+                "learner.lora.rank": 4, "learner.lora.dropout": 0.1, "learner.lr": 1e-2, "algorithm.kl_coef": 0.05}
     return ["launch/grpo.py", "--config", "configs/local.yaml", *overrides(model, manifest, out, **settings)]
 
 
