@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from actors.call_floor import floored
 from actors.checkpoint_files import written_by
 from actors.grpo_objective import grpo_loss, rollout_importance_weights
 from actors.lora import (
@@ -27,6 +28,7 @@ from actors.lora import (
     reference_forward,
 )
 from actors.notices import silence_known_notices
+from actors.threads import pin_threads
 from models.loading import DTYPES, load_policy
 from models.processor import QualityProcessor
 from models.sequences import grouped_logprobs
@@ -173,7 +175,7 @@ class LearnerRank:
 
     def __init__(self, settings: LearnerSettings, rank: int, world_size: int):
         self.settings, self.rank, self.world_size = settings, rank, world_size
-        torch.set_num_threads(settings.threads)
+        pin_threads(settings.threads)
         silence_known_notices()
         if settings.device == "cpu":
             os.environ["DS_ACCELERATOR"] = "cpu"  # said, not guessed: DeepSpeed's guess warns in every rank
@@ -262,6 +264,7 @@ class LearnerRank:
             rows.append(row_of[sample.group])
         return self._encode(distinct), rows
 
+    @floored("train_step")
     def train_step(self, samples: list[TrainSample], lr: float, temperature: float | None = None) -> dict[str, float]:
         """One optimizer step over this rank's answers (micro-batched) at learning rate `lr`, their log-probs at
         the `temperature` they were sampled at (None: the settings', rollout.temperature at start-up).

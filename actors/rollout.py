@@ -6,7 +6,9 @@ from collections.abc import Mapping
 
 import torch
 
+from actors.call_floor import floored
 from actors.notices import silence_known_notices
+from actors.threads import pin_threads
 from models.weights import sample_checksums, weights_digest
 from rollouts.backend import Completion, RolloutRequest, SamplingSettings
 
@@ -18,7 +20,7 @@ class RolloutWorker:
 
     def __init__(self, model, rollout, seed: int):
         """model, rollout: the config's sections (ModelConfig, RolloutConfig); seed: run.seed."""
-        torch.set_num_threads(rollout.threads)
+        pin_threads(rollout.threads)
         silence_known_notices()
         if rollout.backend == "hf":
             from rollouts.hf_backend import HFRolloutBackend
@@ -31,6 +33,7 @@ class RolloutWorker:
         else:
             raise ValueError(f"rollout.backend {rollout.backend!r} is not one of {ROLLOUT_BACKENDS}")
 
+    @floored("generate")
     def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
         return self.backend.generate(requests, sampling)
 
