@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from actors.call_floor import floored
+from actors.call_hooks import hooked
 from actors.checkpoint_files import written_by
 from actors.grpo_objective import grpo_loss, rollout_importance_weights
 from actors.lora import (
@@ -264,7 +264,7 @@ class LearnerRank:
             rows.append(row_of[sample.group])
         return self._encode(distinct), rows
 
-    @floored("train_step")
+    @hooked("train_step")
     def train_step(self, samples: list[TrainSample], lr: float, temperature: float | None = None) -> dict[str, float]:
         """One optimizer step over this rank's answers (micro-batched) at learning rate `lr`, their log-probs at
         the `temperature` they were sampled at (None: the settings', rollout.temperature at start-up).

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from actors.call_floor import floored
+from actors.call_hooks import hooked
 from actors.notices import silence_known_notices
 from actors.threads import pin_threads
 from models.weights import sample_checksums, weights_digest
@@ -33,7 +33,7 @@ class RolloutWorker:
         else:
             raise ValueError(f"rollout.backend {rollout.backend!r} is not one of {ROLLOUT_BACKENDS}")
 
-    @floored("generate")
+    @hooked("generate")
     def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings) -> list[list[Completion]]:
         return self.backend.generate(requests, sampling)
 
