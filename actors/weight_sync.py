@@ -83,6 +83,10 @@ class WeightSync:
         return {"sync/tensors_verified": float(sum(len(h) for h in checked)),
                 "sync/actors_verified": float(len(checked)), "sync/tensors_sent": float(len(record["sent"]))}
 
+    def unchanged(self, version: int) -> None:
+        """A step that applied no update (every rank skipped it): the rollouts hold the weights of `version`."""
+        self.rollouts.version = version
+
     def verify_digests(self) -> dict:
         """transformers rollouts: the hash of every rollout actor's weights equals the learner's, else RuntimeError."""
         learner = self.learners.weights_digest()

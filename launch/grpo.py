@@ -26,6 +26,7 @@ from launch.trainer.dynamic_sampling import refilled
 from launch.trainer.finish import Outcome, close_run, finish_training, stop_for_preemption
 from launch.trainer.health import HealthError
 from launch.trainer.metrics import Timer, step_metrics
+from launch.trainer.pipeline import collect, sample_now, submit
 from launch.trainer.preemption import Preempted
 from launch.trainer.relaunch import relaunchable
 from launch.trainer.rollback import roll_back
@@ -34,16 +35,17 @@ from launch.trainer.training_run import TrainingRun
 
 
 def grpo_step(run: TrainingRun, step: int) -> dict:
-    """One GRPO step: batch -> generate -> reward -> advantages -> learn -> sync; returns its metrics."""
+    """One GRPO step: batch -> generate -> reward -> advantages -> learn -> sync; returns its metrics. With
+    trainer.max_staleness 1 the batch was generated during the step before, and the next one is generated during
+    this step's learning (launch/trainer/pipeline.py)."""
     stage, data, roles, timer = run.stage(step), run.data, run.roles, Timer()
     cfg = stage.cfg  # the run's config with the step's stage's overrides
     if step == stage.first_step and len(run.resolved_stages) > 1:
         print(stage.announce(len(run.resolved_stages)), flush=True)
     with run.redoable():  # until the update starts, a SIGTERM abandons the step; the resumed run redoes it
-        with timer.phase("batch"):
-            requests, mos = run.draw(step, cfg.trainer.batch_size)
-        with timer.phase("generate"):
-            answers = roles.rollouts.generate(requests, run.sampling(step))
+        batch = run.batch_sampled_ahead(step) or sample_now(run, step, timer)
+        pending = submit(run, step + 1, timer) if run.samples_ahead(step) else None  # answered during learning
+        requests, mos, answers = batch.requests, batch.mos, batch.answers
         refill = None
         if cfg.algorithm.dynamic_sampling.enabled:  # groups of equal rewards give way to the next items
             with timer.phase("refill"):
@@ -64,10 +66,17 @@ def grpo_step(run: TrainingRun, step: int) -> dict:
         lr = run.learning_rate(step)
         learner_stats = roles.learners.train_step(deal_samples(requests, answers, advantages, cfg.learner.num_ranks),
                                                   lr, cfg.rollout.temperature)
+    if pending is not None:
+        with timer.phase("wait"):  # the weights change only between generate calls
+            run.ahead = collect(run, pending)
+    else:
+        run.ahead = None
     delivered = {}
     with timer.phase("sync"):
-        if any(s["applied"] for s in learner_stats):  # nothing applied: the rollouts hold these weights
+        if any(s["applied"] for s in learner_stats):
             delivered = roles.weights.push(step)  # checked: what arrived is what the learner sent
+        else:
+            roles.weights.unchanged(step)  # nothing applied: the rollouts hold these weights
 
     metrics = step_metrics(rewards, kept_answers, kept_mos, advantages[kept], learner_stats)
     metrics.update(timer.seconds)
@@ -75,6 +84,10 @@ def grpo_step(run: TrainingRun, step: int) -> dict:
                     "rollout/skipped_prompts": float(len(requests) - len(kept) - (refill.padded if refill else 0)),
                     "data/skipped_media": float(len(data.skipped)),
                     "faults/rollout_restarts": float(roles.rollouts.restarted)})
+    if cfg.trainer.max_staleness:
+        metrics["trainer/staleness"] = float(batch.staleness(step - 1))
+        if run.ahead is not None:
+            metrics["time/generate_ahead"] = run.ahead.generate_s  # submit to collected: overlapped with learning
     metrics.update(refill.metrics() if refill else {})
     metrics.update(delivered)
     return metrics

@@ -89,6 +89,23 @@ def test_vllm_and_importance_sampling_options_are_checked_at_start(overrides, me
     assert load_config(ROOT / "configs" / "gpu-8.yaml").rollout.vllm.weight_sync == "nccl"
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["trainer.max_staleness=1", "algorithm.rollout_is=truncated"], None),
+    (["trainer.max_staleness=2", "algorithm.rollout_is=truncated"], "max_staleness' is 2: 0 .* or 1"),
+    (["trainer.max_staleness=1"], "'algorithm.rollout_is' is none"),
+    (["trainer.max_staleness=1", "algorithm.rollout_is=truncated", "placement.mode=colocated"],
+     "'placement.mode' is colocated: rollout and learner take turns"),
+    (["trainer.max_staleness=1", "algorithm.rollout_is=truncated", "algorithm.dynamic_sampling.enabled=true"],
+     "dynamic_sampling.enabled"),
+])
+def test_one_step_off_is_refused_where_nothing_could_overlap_or_nothing_corrects_it(overrides, message):
+    if message is None:
+        assert load_config(ROOT / "configs" / "local.yaml", overrides).trainer.max_staleness == 1
+        return
+    with pytest.raises(ConfigError, match=message):
+        load_config(ROOT / "configs" / "local.yaml", overrides)
+
+
 TWO = "trainer.stages=[{name: explore, steps: 100, overrides: %s}, {name: settle, steps: 100}]"
 
 

@@ -4,6 +4,7 @@ counted and named, the odd-but-valid ones are used, nothing crashes."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,8 @@ def test_odd_media_load_and_broken_media_raise(tmp_path):
                 load_pictures(tmp_path / "media" / name, kind, video_settings())
 
 
-def test_mixed_image_video_run_with_broken_media(tiny_model, tmp_path):
+def mixed_manifest(tmp_path) -> tuple[Path, dict[str, tuple[str, bool]]]:
+    """A manifest of 6 training images, 6 clips and the broken media (train and test), and those media."""
     bench = read_manifest(ci_benchmark(tmp_path / "bench"))
     good = pd.concat([bench[(bench["kind"] == "image") & (bench["split"] == "train")].head(6),
                       bench[(bench["kind"] == "video") & (bench["split"] == "train")].head(6)])
@@ -57,7 +59,11 @@ def test_mixed_image_video_run_with_broken_media(tiny_model, tmp_path):
                         for n, (k, _) in bad.items()])
     frame = pd.concat([good.assign(split="train"), odd.assign(split="train"), good.head(2).assign(split="test"),
                        good.tail(2).assign(split="test"), odd.assign(split="test")], ignore_index=True)
-    manifest = write_manifest(frame[["path", "mos", "dataset", "split", "kind"]], tmp_path / "mixed.parquet")
+    return write_manifest(frame[["path", "mos", "dataset", "split", "kind"]], tmp_path / "mixed.parquet"), bad
+
+
+def test_mixed_image_video_run_with_broken_media(tiny_model, tmp_path):
+    manifest, bad = mixed_manifest(tmp_path)
     out = tmp_path / "run"
     # A whole answer is ~47 tokens (IQA) or ~35 (VQA): rollouts and validation get room to finish it
     # (cut-off answers earn no format reward, and two such steps teach the model to stop answering).

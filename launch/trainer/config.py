@@ -202,6 +202,7 @@ class TrainerConfig:
     checkpoint_every_s: Optional[float] = MISSING
     keep_checkpoints: int = MISSING
     verify_sync: bool = MISSING
+    max_staleness: int = MISSING
 
 
 @dataclass
@@ -499,6 +500,25 @@ def _check_vllm(config: DictConfig) -> None:
                           f"{v.kv_cache_bytes}")
 
 
+def _check_pipeline(config: DictConfig) -> None:
+    """trainer.max_staleness against the settings that cannot have a batch sampled ahead of the learner."""
+    depth = config.trainer.max_staleness
+    if depth == 0:
+        return
+    key = f"config key 'trainer.max_staleness' is {depth}"
+    if depth != 1:
+        raise ConfigError(f"{key}: 0 (synchronous) or 1 (one step off) are built, deeper pipelines are not")
+    if config.placement.mode == "colocated":
+        raise ConfigError(f"{key} but 'placement.mode' is colocated: rollout and learner take turns on one device "
+                          "there, so nothing would overlap; use placement.mode separate or none, or max_staleness 0")
+    if config.algorithm.dynamic_sampling.enabled:
+        raise ConfigError(f"{key} but 'algorithm.dynamic_sampling.enabled' is true: its refill rounds would queue "
+                          "behind the batch being sampled ahead; turn one of them off")
+    if config.algorithm.rollout_is == "none":
+        raise ConfigError(f"{key} but 'algorithm.rollout_is' is none: answers sampled one weight version back "
+                          "need the importance correction; set algorithm.rollout_is=truncated")
+
+
 def _check_readout(config: DictConfig) -> None:
     e = config.eval
     if e.readout == "mean" and e.samples < 2:
@@ -566,6 +586,7 @@ def _check(config: DictConfig) -> None:
     _check_vllm(config)
     _check_health(config)
     _check_readout(config)
+    _check_pipeline(config)
     lora = config.learner.lora
     if lora.rank and not (lora.language_targets or lora.vision_targets):
         raise ConfigError("config key 'learner.lora.rank' is set but 'learner.lora.language_targets' and "

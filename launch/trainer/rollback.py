@@ -26,7 +26,11 @@ def roll_back(breach: Breach, run: TrainingRun) -> int:
         )
     checkpoint.verify(snapshots.folder(target))
     run.roles.learners.load_checkpoint(str(snapshots.folder(target) / "deepspeed"), tag="state")
-    run.sampler.load_state(snapshots.state(target)["sampler"])
+    state = snapshots.state(target)
+    # A batch the snapshot sampled ahead is dropped (the rollback moves the sampling seed on), its items not:
+    # the sampler goes back to before them, so the redone step draws them again.
+    run.sampler.load_state(state["ahead"]["position"] if state.get("ahead") else state["sampler"])
+    run.ahead = None
     record.forget_after(target)
     run.guard.forget_after(target)
     snapshots.drop_after(target)

@@ -42,6 +42,7 @@ def trainer_state(run, step: int) -> dict:
         "history": run.record.to_state(),
         "health_window": run.guard.state(),
         "skipped_media": run.data.skipped,
+        "ahead": run.ahead.state() if run.ahead is not None else None,  # trainer.max_staleness: step + 1's answers
         "config": result_config(run.cfg),
     }
 

@@ -16,6 +16,7 @@ from evaluation.validation import evaluate
 from launch.trainer.checkpoint import CheckpointStore
 from launch.trainer.health import Breach, HealthGuard
 from launch.trainer.metrics import CURVES
+from launch.trainer.pipeline import SampledBatch, restored
 from launch.trainer.preemption import Preempted, StopRequest
 from launch.trainer.progress import StepProgress
 from launch.trainer.roles import Roles
@@ -51,6 +52,7 @@ class TrainingRun:
     samples: SampleTables | None = None  # answers with their pictures (tracking.samples_every)
     progress: StepProgress | None = None  # the step bar or lines, from the first step on
     resolved_stages: list[Stage] = field(default_factory=list)  # trainer.stages, resolved (launch/trainer/stages.py)
+    ahead: SampledBatch | None = None  # step + 1's batch, sampled while step's was learned (trainer.max_staleness)
 
     def __post_init__(self):
         self.resolved_stages = run_stages(self.cfg)
@@ -78,6 +80,16 @@ class TrainingRun:
         redone step draws other answers."""
         seed = sampling_seed(self.cfg.run.seed, step, len(self.record.rollbacks), round_)
         return SamplingSettings.training(self.stage(step).cfg.rollout, seed)
+
+    def samples_ahead(self, step: int) -> bool:
+        """Whether step + 1's batch is answered while `step`'s is learned (launch/trainer/pipeline.py)."""
+        return self.cfg.trainer.max_staleness > 0 and step < self.cfg.trainer.steps
+
+    def batch_sampled_ahead(self, step: int) -> SampledBatch | None:
+        """`step`'s batch when the step before sampled it, else None."""
+        if self.ahead is not None and self.ahead.step != step:
+            raise RuntimeError(f"the batch sampled ahead is step {self.ahead.step}'s, but step {step} is next")
+        return self.ahead
 
     def draw(self, step: int, size: int) -> tuple[list, list[float]]:
         """The next `size` readable training items' requests and MOS; under data.question pool each asks the
@@ -140,7 +152,7 @@ class TrainingRun:
             self.sampler = self.data.sampler(self.cfg.run.seed)
             torch.manual_seed(self.cfg.run.seed)
             self.record = RunRecord(evals={k: v for k, v in self.record.evals.items() if k == 0})
-            self.guard, self.step = HealthGuard(self.cfg.health), 0
+            self.guard, self.step, self.ahead = HealthGuard(self.cfg.health), 0, None
         else:
             self.roles.learners.load_checkpoint(str(folder / "deepspeed"), tag="state")
             self.sampler.load_state(state["sampler"])
@@ -149,6 +161,7 @@ class TrainingRun:
             self.guard = HealthGuard(self.cfg.health, state.get("health_window"))
             self.data.skipped.update(state.get("skipped_media", {}))
             self.step = state["step"]
+            self.ahead = restored(self, state.get("ahead"))
         self.record.relaunches = relaunches or self.record.relaunches
         self.roles.weights.push(self.step)
 
