@@ -6,6 +6,7 @@ rollout actor killed mid-pipeline is restarted, a breach rolls back and finishes
 from __future__ import annotations
 
 import json
+import os
 import signal
 import statistics
 from pathlib import Path
@@ -43,7 +44,7 @@ def uninterrupted(tiny_model, generated_data, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("async") / "run"
     result = run_cli(args_for(tiny_model, generated_data, out))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {"out": out, "summary": json.loads((out / "summary.json").read_text())}
+    return {"out": out, "summary": json.loads((out / "summary.json").read_text()), "stdout": result.stdout}
 
 
 def test_each_batch_is_learned_one_version_after_the_one_that_sampled_it(uninterrupted):
@@ -57,6 +58,9 @@ def test_each_batch_is_learned_one_version_after_the_one_that_sampled_it(uninter
     # The last checkpoint has nothing sampled ahead: there is no step after it.
     state = json.loads((out / "checkpoints" / f"step-{STEPS:06d}" / "trainer_state.json").read_text())
     assert state["ahead"] is None
+    # local.yaml's 2 rollout + 2 learner threads, working at once, crowd a machine of fewer than 4 cores: said.
+    crowded = "torch threads of its" in uninterrupted["stdout"]
+    assert crowded == ((os.cpu_count() or 1) < 4), uninterrupted["stdout"][-2000:]
 
 
 def test_a_preempted_run_resumes_to_the_same_weights(tiny_model, generated_data, tmp_path, uninterrupted):

@@ -9,10 +9,12 @@ import math
 import os
 import socket
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
+import ray
 import torch
 
 from actors.notices import silence_known_notices
@@ -114,6 +116,10 @@ def start_run(cfg, data: RunData) -> TrainingRun:
     if len({*nodes["learners"], *nodes["rollouts"], nodes["reward"]}) > 1:
         print(f"roles' nodes: learner ranks {[n[:12] for n in nodes['learners']]}, rollout actors "
               f"{[n[:12] for n in nodes['rollouts']]}, reward actor {nodes['reward'][:12]}", flush=True)
+    for node in crowded_nodes(cfg, nodes):
+        print(f"warning: trainer.max_staleness {cfg.trainer.max_staleness} runs generation and learning at once, "
+              f"and {node}: each role slows the other (benchmarks/async_overlap.py); make rollout.threads plus "
+              "learner.threads at most the node's CPUs", flush=True)
     run = TrainingRun(cfg, data, roles, tracker, checkpoints, snapshots,
                       data.sampler(cfg.run.seed),
                       HealthGuard(cfg.health), RunRecord(), 0,
@@ -122,6 +128,23 @@ def start_run(cfg, data: RunData) -> TrainingRun:
         resume(run, resume_from, state)
     run.stop.install()
     return run
+
+
+def crowded_nodes(cfg, nodes: dict) -> list[str]:
+    """With a batch sampled ahead: the nodes whose CPU roles' torch threads (rollout.threads a rollout actor,
+    learner.threads a rank) add up to more than the node's CPUs, said as "node <id> asks ..."."""
+    if not cfg.trainer.max_staleness:
+        return []
+    cpus = {n["NodeID"]: n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]}
+    here = ray.get_runtime_context().get_node_id()  # embedded Ray may declare more CPUs than the machine has
+    cpus[here] = min(cpus.get(here, 0.0), float(os.cpu_count() or 1))
+    asked = Counter()
+    for role, section in (("rollouts", cfg.rollout), ("learners", cfg.learner)):
+        if section.device == "cpu":
+            for node in nodes[role]:
+                asked[node] += section.threads
+    return [f"node {node[:12]} asks {threads} torch threads of its {cpus[node]:g} CPUs"
+            for node, threads in asked.items() if node in cpus and threads > cpus[node]]
 
 
 def sample_tables(cfg, tracker, data: RunData) -> SampleTables:
