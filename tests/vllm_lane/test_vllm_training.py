@@ -73,6 +73,26 @@ def test_two_steps_zero3_two_ranks_then_engine_answers_equal_the_learners(tiny_m
     assert summary["val_after"]["items"] == 6
 
 
+def test_one_step_off_with_vllm_engines_learns_each_batch_one_version_late_and_ends_in_sync(tiny_model_heads64, mixed,
+                                                                                            tmp_path):
+    out = tmp_path / "run"
+    args = settings(tiny_model_heads64, mixed, out, **{"trainer.steps": 3, "learner.num_ranks": 1,
+                                                        "trainer.max_staleness": 1, "algorithm.rollout_is": "truncated",
+                                                        "rollout.threads": 1, "learner.threads": 1,
+                                                        "trainer.verify_sync": True})
+    result = run_cli(["launch/grpo.py", "--config", "configs/local.yaml", *args], env=ENV, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["weight_digests"]["rollouts"] == [{"equal": 6, "differ": [], "skipped": []}]
+    uri, run_id = f"sqlite:///{tmp_path / 'mlflow.db'}", summary["mlflow_run_id"]
+    assert metric(uri, run_id, "trainer/staleness") == {1: 0.0, 2: 1.0, 3: 1.0}
+    gaps = metric(uri, run_id, "learner/logprob_gap")
+    print(f"learner/logprob_gap per step, one step off: {gaps}")
+    # Step 1's answers come from the weights it learns from; later ones from the weights one update back.
+    assert gaps[1] < LOGPROB_GAP and min(gaps[2], gaps[3]) > LOGPROB_GAP
+    assert all(w > 0 for w in metric(uri, run_id, "learner/is_weight").values())
+
+
 def test_a_prompt_too_long_for_the_engine_is_skipped_counted_and_not_trained_on(tiny_model_heads64, mixed,
                                                                                  tmp_path):
     out = tmp_path / "run"
