@@ -5,7 +5,8 @@
 
 Without a cluster address it starts an embedded single-node Ray; under `ray job submit` it joins
 the job's cluster. The loop: batch -> generate -> reward -> advantages -> learn -> sync -> log,
-guard, checkpoint, evaluate; a lost learner rank is relaunched from the newest checkpoint. The
+guard, checkpoint, evaluate (with trainer.max_staleness 1 the next batch is generated during learn);
+a lost learner rank is relaunched from the newest checkpoint. The
 roles live in actors/, the algorithm's pieces are pure functions (actors/grpo_objective.py,
 rewards/prpo.py), and the run's set-up and finish are in launch/trainer/.
 """
