@@ -20,6 +20,7 @@ training never saw (blur, noise, compression, ...). Arms:
   null           PRPO with MOS shuffled across training images: what chance looks like (the spread floors off:
                  with no label information its policy drifts to one score for every picture, and they would fail it)
   lora           PRPO training LoRA adapters (rank 8) over the frozen base instead of every weight
+  async          PRPO one step off: each batch answered during the step before, importance-weighted (truncated)
 `--lr-multiples` also runs the PRPO arm at that many times configs/local.yaml's learning rate, which must
 end healthy (through rollbacks) or stop non-zero naming the failure.
 
@@ -57,6 +58,9 @@ ARMS = {
     # LoRA rank 8 on every language linear layer and the vision attention (base.yaml's targets), at the learning
     # rate a sweep on seed 0 chose (docs/results.md, "LoRA").
     "lora": ["learner.lora.rank=8", "learner.lr=2e-3"],
+    # One step off (trainer.max_staleness 1), each answer corrected by truncated importance weights, one thread a
+    # role: the fastest setting on 2 cores (benchmarks/async_overlap.py).
+    "async": ["trainer.max_staleness=1", "algorithm.rollout_is=truncated", "rollout.threads=1", "learner.threads=1"],
 }
 SEEDS = {"prpo": 6, "null": 6}  # seeds 0..n-1 of each arm by default; 3 for the others
 MANIFEST = ROOT / "artifacts" / "data" / "generated" / "manifest.parquet"
