@@ -6,7 +6,8 @@
 Both systems get the same model folder, the same 64 images and the project's IQA question, G = 6 answers to
 8 prompts a step, at most 64 new tokens at temperature 0.6, fp32, the KL term at beta 0.04 (so both run a
 reference forward), 2 torch threads, no gradient checkpointing. preresq runs `launch/grpo.py` (Ray actors,
-DeepSpeed ZeRO-2, its transformers rollout backend); TRL 1.16 generates with transformers' `generate`.
+DeepSpeed ZeRO-2, its transformers rollout backend) twice: in turn (2 threads a role) and one step off
+(trainer.max_staleness 1, a thread a role); TRL 1.16 generates with transformers' `generate`.
 Step time is the median from step 3 on; each system runs in its own process. Models: `tiny` is the warmed-up
 model of `make prepare` (0.74M parameters, 112 px, 16 picture tokens a picture); `5.9m` is an untrained one
 built here (hidden 256, 4 layers, vision 256, 224 px, 64 picture tokens). Results: --out (results.md, .json).
@@ -66,7 +67,12 @@ def image_manifest(work: Path) -> Path:
 # ----------------------------------------------------------------------------- preresq
 
 
-def run_preresq(model: Path, manifest: Path, steps: int, out: Path) -> dict:
+# One step off (trainer.max_staleness 1) at a thread a role: preresq's fastest setting on 2 cores
+# (benchmarks/async_overlap.py); its generate overlaps learning, so the column shows the batch-ahead time.
+ONE_STEP_OFF = ["trainer.max_staleness=1", "algorithm.rollout_is=truncated", "rollout.threads=1", "learner.threads=1"]
+
+
+def run_preresq(model: Path, manifest: Path, steps: int, out: Path, extra: tuple[str, ...] = ()) -> dict:
     overrides = [
         f"model.path={model}", f"data.train_manifest={manifest}", f"data.eval_manifest={GENERATED}",
         "data.eval_limit=8",
@@ -75,14 +81,15 @@ def run_preresq(model: Path, manifest: Path, steps: int, out: Path) -> dict:
         f"learner.lr={LR}", f"rollout.threads={THREADS}", f"learner.threads={THREADS}", "learner.micro_batch=48",
         f"eval.max_new_tokens={NEW_TOKENS}", f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}",
         # an untrained model has no answer format: the guard would (rightly) roll it back; not what is timed here
-        "health.enabled=false", "trainer.verify_sync=false",
+        "health.enabled=false", "trainer.verify_sync=false", *extra,
     ]
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     run = train(overrides, out / "run", out / "train.log")
     wall = time.perf_counter() - started
-    medians = step_medians(run, ("time/step", "time/generate", "time/learn", "learner/tokens"), from_step=3)
-    return {"step": medians["time/step"], "generate": medians["time/generate"], "learn": medians["time/learn"],
+    generate = "time/generate_ahead" if extra else "time/generate"
+    medians = step_medians(run, ("time/step", generate, "time/learn", "learner/tokens"), from_step=3)
+    return {"step": medians["time/step"], "generate": medians[generate], "learn": medians["time/learn"],
             "tokens": medians["learner/tokens"], "process": wall}
 
 
@@ -181,15 +188,21 @@ def machine() -> str:
 def report(results: dict, steps: int) -> str:
     lines = [f"# preresq against TRL GRPOTrainer ({time.strftime('%Y-%m-%d')})", "",
              f"Machine: {machine()}. {IMAGES} images, {PROMPTS} prompts x G {G} a step, <= {NEW_TOKENS} new tokens at "
-             f"T {TEMPERATURE}, beta {BETA}, fp32, {THREADS} threads, {steps} steps; median seconds per step from "
+             f"T {TEMPERATURE}, beta {BETA}, fp32, {THREADS} threads (one step off: 1 a role), {steps} steps; median "
+             "seconds per step from "
              "step 3 on; process: the whole command, start-up included.", "",
              "| model | params | system | step | generate | reference + scoring | learn | tokens a step | process | "
              "ratio (preresq / TRL) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        ours, trl = r["preresq"], r["trl"]
-        lines.append(f"| {name} | {r['params'] / 1e6:.2f}M | preresq | {ours['step']:.3f} | {ours['generate']:.3f} | "
-                     f"(in learn) | {ours['learn']:.3f} | {ours['tokens']:.0f} | {ours['process']:.0f} s | "
-                     f"**{ours['step'] / trl['step']:.2f}** |")
+        trl = r["trl"]
+        for key, label, params in (("preresq", "preresq", f"{r['params'] / 1e6:.2f}M"),
+                                   ("preresq_one_step_off", "preresq, one step off (generate overlapped)", "")):
+            if key not in r:
+                continue
+            ours = r[key]
+            lines.append(f"| {name if params else ''} | {params} | {label} | {ours['step']:.3f} | "
+                         f"{ours['generate']:.3f} | (in learn) | {ours['learn']:.3f} | {ours['tokens']:.0f} | "
+                         f"{ours['process']:.0f} s | **{ours['step'] / trl['step']:.2f}** |")
         lines.append(f"| {name} | | TRL 1.16 | {trl['step']:.3f} | {trl['generate']:.3f} | {trl['reference']:.3f} | "
                      f"{trl['learn']:.3f} | {trl['tokens']:.0f} | {trl['process']:.0f} s | |")
     return "\n".join(lines) + "\n"
@@ -215,10 +228,13 @@ def main() -> None:
         model = model_folder(name, work)
         print(f"{name}: preresq ...", flush=True)
         ours = run_preresq(model, manifest, args.steps, work / name / "preresq")
-        print(f"{name}: preresq {ours['step']:.3f} s a step; TRL ...", flush=True)
+        print(f"{name}: preresq {ours['step']:.3f} s a step; one step off ...", flush=True)
+        off = run_preresq(model, manifest, args.steps, work / name / "preresq-one-step-off", tuple(ONE_STEP_OFF))
+        print(f"{name}: preresq one step off {off['step']:.3f} s a step; TRL ...", flush=True)
         trl = run_trl(model, manifest, args.steps, work / name / "trl")
-        print(f"{name}: TRL {trl['step']:.3f} s a step; ratio {ours['step'] / trl['step']:.2f}", flush=True)
-        results[name] = {"params": parameters(model), "preresq": ours, "trl": trl}
+        print(f"{name}: TRL {trl['step']:.3f} s a step; ratios {ours['step'] / trl['step']:.2f}, one step off "
+              f"{off['step'] / trl['step']:.2f}", flush=True)
+        results[name] = {"params": parameters(model), "preresq": ours, "preresq_one_step_off": off, "trl": trl}
     text = report(results, args.steps)
     (work / "results.md").write_text(text)
     (work / "results.json").write_text(json.dumps(results, indent=2))
