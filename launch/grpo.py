@@ -111,7 +111,7 @@ def train(run: TrainingRun) -> Outcome:
     """GRPO steps up to trainer.steps, then the final checkpoint and checks. A health breach (in a step's metrics,
     or a validation's, the last one's too) rolls back to a snapshot and the steps after it are redone; a lost
     learner rank starts the learner group again from the newest checkpoint, and the steps after it are redone; a
-    SIGTERM stops it between steps (or abandons a step not yet learning) with Preempted."""
+    SIGTERM or a Ctrl-C stops it between steps (or abandons a step not yet learning) with Preempted."""
     cfg = run.cfg
     while True:
         with relaunchable(run):
@@ -153,21 +153,21 @@ def main(argv: list[str] | None = None) -> dict:
         raise
     summary = close_run(run, outcome)
     if outcome.status == "KILLED":
-        raise Preempted(outcome.problem)
+        raise Preempted(run.stop.signal, outcome.problem)
     if outcome.problem:
         raise HealthError(outcome.problem)
     return summary
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """main() as a command: a named error is one line and a non-zero exit; a SIGTERM exits 143."""
+    """main() as a command: a named error is one line and a non-zero exit; a SIGTERM exits 143, a Ctrl-C 130."""
     try:
         main(argv)
     except (HealthError, RoleError, CheckpointError) as error:
         raise SystemExit(f"preresq: {error}") from None
     except Preempted as stopped:
         print(f"preresq: {stopped}", file=sys.stderr, flush=True)
-        raise SystemExit(143) from None  # 128 + SIGTERM, as a shell reports a process the signal ended
+        raise SystemExit(stopped.exit_code) from None
 
 
 if __name__ == "__main__":

@@ -106,7 +106,13 @@ class Run:
         raise AssertionError(f"no {role} process under the driver")
 
     def finish(self, timeout: float = 400) -> int:
-        code = self.process.wait(timeout=timeout)
+        """The exit code; a command still running after `timeout` s is killed and its output's end shown."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+            raise AssertionError(f"still running {timeout:g} s later:\n{self.output[-4000:]}") from None
         self.reader.join(timeout=10)
         return code
 

@@ -225,7 +225,7 @@ def test_step_metrics_log_every_reward_term_that_comes_back():
 def test_a_sigterm_abandons_redoable_work_at_once_and_lets_an_update_finish():
     from launch.trainer.preemption import Preempted, StopRequest
 
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     stop = StopRequest()
     stop.install()
     try:
@@ -243,7 +243,28 @@ def test_a_sigterm_abandons_redoable_work_at_once_and_lets_an_update_finish():
             time.sleep(5)
             raise AssertionError("not abandoned")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def test_a_first_ctrl_c_is_a_stop_request_that_cannot_be_lost_and_a_second_aborts():
+    from launch.trainer.preemption import Preempted, StopRequest
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stop = StopRequest()
+    stop.install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # outside abandonable work: recorded, no KeyboardInterrupt to lose
+        assert stop.requested and stop.signal == "SIGINT"
+        with pytest.raises(Preempted) as stopped:
+            stop.check()
+        assert stopped.value.exit_code == 130 and Preempted("SIGTERM", "why").exit_code == 143
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def test_checkpoints_come_by_step_count_and_by_the_clock():

@@ -52,8 +52,9 @@ def test_a_local_run_refuses_a_driver_without_its_token(tiny_model, generated_da
                                 env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
         assert "CONNECTED" in result.stdout, result.stderr[-2000:]
     finally:
-        run.process.send_signal(signal.SIGINT)
-        run.finish(timeout=120)
+        run.process.send_signal(signal.SIGINT)  # Ctrl-C: stops at the next safe point, checkpointed
+        code = run.finish(timeout=120)
+    assert code == 130 and "stopped by SIGINT after step" in run.output, run.output[-4000:]
 
 
 PLANTED = [".env", ".env.production", "basic_auth.ini", "auth.db", "mlflow.db", "deploy/server.pem", "id_rsa",

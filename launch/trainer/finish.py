@@ -41,7 +41,8 @@ def finish_training(run: TrainingRun) -> Outcome:
 
 
 def stop_for_preemption(run: TrainingRun) -> Outcome:
-    """After a SIGTERM: the steps done so far checkpointed (unless they are already), the time it took said."""
+    """After a SIGTERM or a Ctrl-C: the steps done so far checkpointed (unless they are already), the time it took
+    said."""
     cfg, step = run.cfg, run.step
     if step > 0 and step not in run.checkpoints.steps():
         run.save(run.checkpoints, step)
@@ -51,8 +52,8 @@ def stop_for_preemption(run: TrainingRun) -> Outcome:
             else "")
     where = (f"{run.checkpoints.folder(step)} holds steps 1-{step}, written {took:.0f} s after the signal{late}"
              if step > 0 else "nothing was learned yet")
-    return Outcome("KILLED", None, f"stopped by SIGTERM after step {step} of {cfg.trainer.steps}: {where}. Rerun "
-                                   "the same command to resume.")
+    return Outcome("KILLED", None, f"stopped by {run.stop.signal} after step {step} of {cfg.trainer.steps}: {where}. "
+                                   "Rerun the same command to resume.")
 
 
 def close_run(run: TrainingRun, outcome: Outcome | None) -> dict:
